@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system programs the tests talk to (real peers, not doubles), from Debian's packages,
+# only where they are missing. Idempotent; CI and `make test` call it on a clean machine.
+set -euo pipefail
+
+# command -> Debian package that provides it
+declare -A wanted=(
+  [nginx]=nginx-light
+  [curl]=curl
+  [wget]=wget
+)
+
+missing=()
+for cmd in "${!wanted[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    missing+=("${wanted[$cmd]}")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=sudo
+  else
+    echo "install-system-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+
+echo "install-system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# policy-rc.d keeps the package from starting a system nginx on port 80: the tests start their own.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
