@@ -1,0 +1,313 @@
+"""Byte ranges: parsing, resolution, coalescing and the range policy (RFC 9110 §14).
+
+Pure: no I/O. One convention for a range, ``ByteRange(start, length)``; the inclusive ``a-b``
+form exists only as wire text, produced by :meth:`ByteRange.content_range` and read by the
+parsers below. Go's ``net/http/fs.go`` (``parseRange`` + ``sumRangesSize``) is the model for
+the policy, except that an invalid Range is ignored (200) rather than answered with 416.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from trio_range.errors import RangeParseError
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_DIGITS",
+    "ByteRange",
+    "RangeDecision",
+    "RangeLimits",
+    "RangeOutcome",
+    "RangeSpec",
+    "coalesce",
+    "decide_ranges",
+    "parse_query_range",
+    "parse_range_header",
+    "resolve_ranges",
+    "unsatisfied_content_range",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """A satisfiable range of a representation: ``length`` bytes from offset ``start``."""
+
+    start: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.length < 1:
+            raise ValueError(f"invalid ByteRange(start={self.start}, length={self.length})")
+
+    @property
+    def stop(self) -> int:
+        """Exclusive end, for slicing: ``data[r.start:r.stop]``."""
+        return self.start + self.length
+
+    def content_range(self, size: int) -> str:
+        """The Content-Range value of this range in a representation of ``size`` bytes."""
+        if self.stop > size:
+            raise ValueError(f"{self} does not fit in {size} bytes")
+        # RFC 9110 §14.4: "bytes" SP first-pos "-" last-pos "/" complete-length, inclusive.
+        return f"bytes {self.start}-{self.stop - 1}/{size}"
+
+
+@dataclass(frozen=True, slots=True)
+class RangeSpec:
+    """One byte-range-spec as the client wrote it, before the size is known.
+
+    ``a-b`` is ``(a, b)`` (both inclusive), ``a-`` is ``(a, None)``, ``-n`` is ``(None, n)``.
+    Two requests asking for the same bytes the same way compare equal, whatever their spelling
+    (case of the unit, whitespace, empty list elements, leading zeros).
+    """
+
+    first: int | None
+    last: int | None
+
+    def __post_init__(self) -> None:
+        if self.first is None and self.last is None:
+            raise ValueError("a RangeSpec needs a first position or a suffix length")
+        if (self.first is not None and self.first < 0) or (self.last is not None and self.last < 0):
+            raise ValueError(f"negative position in {self}")
+        if self.first is not None and self.last is not None and self.last < self.first:
+            raise ValueError(f"last < first in {self}")
+
+    @property
+    def is_suffix(self) -> bool:
+        return self.first is None
+
+    def resolve(self, size: int) -> ByteRange | None:
+        """The bytes this spec selects in ``size`` bytes, or None when it is unsatisfiable."""
+        if size <= 0:
+            return None
+        if self.first is None:
+            assert self.last is not None
+            # RFC 9110 §14.1.3: "If the selected representation is shorter than the specified
+            # suffix-length, the entire representation is used." A suffix of 0 selects nothing.
+            if self.last == 0:
+                return None
+            length = min(self.last, size)
+            return ByteRange(size - length, length)
+        # RFC 9110 §14.1.1: satisfiable "if the first-pos is less than the current length".
+        if self.first >= size:
+            return None
+        # "If the last-pos value is absent, or if the value is greater than or equal to the
+        # current length of the representation data, the byte range is interpreted as the
+        # remainder of the representation".
+        stop = size if self.last is None else min(self.last + 1, size)
+        return ByteRange(self.first, stop - self.first)
+
+
+# RFC 9110 §5.6.1: OWS = *( SP / HTAB ). Only ASCII digits: int() alone would also accept
+# "+5", " 5", "1_000" and non-ASCII digits, none of which is a DIGIT.
+_OWS = " \t"
+_DIGITS = re.compile(r"[0-9]+")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+# Python refuses int() on more than 4300 digits (CVE-2020-10735); no file is anywhere near
+# 10**1000 bytes, so a longer number is treated as garbage and the Range ignored.
+MAX_DIGITS = 1000
+
+
+def _parse_int(text: str) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise RangeParseError(f"not a number: {text[:40]!r}")
+    significant = text.lstrip("0")
+    if len(significant) > MAX_DIGITS:
+        raise RangeParseError(f"number longer than {MAX_DIGITS} digits")
+    return int(significant or "0")
+
+
+def _parse_spec(text: str) -> RangeSpec:
+    # int-range = first-pos "-" [ last-pos ]; suffix-range = "-" suffix-length
+    first_text, dash, last_text = text.partition("-")
+    if not dash:
+        raise RangeParseError(f"no '-' in range spec {text[:40]!r}")
+    if not first_text:
+        return RangeSpec(None, _parse_int(last_text))
+    first = _parse_int(first_text)
+    if not last_text:
+        return RangeSpec(first, None)
+    last = _parse_int(last_text)
+    # RFC 9110 §14.1.1: "A range request is invalid if the last-pos value is present and less
+    # than the first-pos."
+    if last < first:
+        raise RangeParseError(f"last-pos < first-pos in {text[:40]!r}")
+    return RangeSpec(first, last)
+
+
+def _parse_range_set(text: str) -> tuple[RangeSpec, ...]:
+    # range-set = 1#range-spec. RFC 9110 §5.6.1: "a recipient MUST accept empty list elements",
+    # and OWS may surround each comma.
+    specs = tuple(_parse_spec(item.strip(_OWS)) for item in text.split(",") if item.strip(_OWS))
+    if not specs:
+        raise RangeParseError("empty range set")
+    return specs
+
+
+def parse_range_header(value: str) -> tuple[RangeSpec, ...]:
+    """Parse a Range field value (RFC 9110 §14.2), for the ``bytes`` unit only.
+
+    Raises RangeParseError for anything else, including a well-formed Range in an unknown unit:
+    either way the caller ignores the field.
+    """
+    # Field values arrive without leading/trailing OWS (RFC 9110 §5.5); trim for callers
+    # that pass raw text.
+    unit, equals, range_set = value.strip(_OWS).partition("=")
+    if not equals or not _TOKEN.fullmatch(unit):
+        raise RangeParseError(f"not a ranges-specifier: {value[:40]!r}")
+    # RFC 9110 §14.1: "range units are compared in a case-insensitive manner".
+    if unit.lower() != "bytes":
+        # §14.2: "An origin server MUST ignore a Range header field that contains a range unit
+        # it does not understand."
+        raise RangeParseError(f"unknown range unit {unit[:40]!r}")
+    return _parse_range_set(range_set)
+
+
+def parse_query_range(value: str) -> tuple[RangeSpec, ...]:
+    """Parse the ``?range=`` compatibility parameter: ``20-345`` or ``bytes=20-345``.
+
+    The bare form is what the design this project replaces accepted; the ``bytes=`` form is a
+    Range header value pasted into the URL. Both may list several specs.
+    """
+    if "=" in value:
+        return parse_range_header(value)
+    return _parse_range_set(value.strip(_OWS))
+
+
+def resolve_ranges(specs: Iterable[RangeSpec], size: int) -> list[ByteRange]:
+    """Resolve each spec against ``size``, dropping unsatisfiable ones and keeping order."""
+    resolved = (spec.resolve(size) for spec in specs)
+    return [r for r in resolved if r is not None]
+
+
+def coalesce(ranges: Iterable[ByteRange]) -> list[ByteRange]:
+    """Sort by start and merge ranges that overlap or touch.
+
+    RFC 9110 §14.6 allows it ("a server MAY coalesce any of the ranges that overlap, or that
+    are separated by a gap that is smaller than the overhead of sending multiple parts"); merging
+    adjacent ones as well means no byte is sent twice and parts never abut.
+    """
+    merged: list[ByteRange] = []
+    for r in sorted(ranges, key=lambda r: (r.start, r.length)):
+        if merged and r.start <= merged[-1].stop:
+            last = merged[-1]
+            merged[-1] = ByteRange(last.start, max(last.stop, r.stop) - last.start)
+        else:
+            merged.append(r)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class RangeLimits:
+    """Caps against range amplification (CVE-2011-3192 "Apache Killer", nginx "rangeamp").
+
+    - More than ``max_ranges`` specs: the Range is ignored (200), as Starlette and CherryPy do.
+    - Fixed byte budget, Go's rule: when the sum of the resolved lengths *before* coalescing
+      exceeds the size, the Range is ignored (200). That catches ``0-,1-,2-,3-,4-`` and heavy
+      overlap, and never refuses a legitimate request: ranges a client needs never ask for more
+      bytes than the file has.
+    """
+
+    max_ranges: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_ranges < 1:
+            raise ValueError(f"max_ranges must be at least 1, not {self.max_ranges}")
+
+
+class RangeOutcome(enum.Enum):
+    """What to do with the range part of a request."""
+
+    NONE = "none"  # no range asked: 200
+    IGNORED = "ignored"  # invalid, unknown unit, over limits, empty file: 200
+    PARTIAL = "partial"  # 206
+    UNSATISFIABLE = "unsatisfiable"  # 416
+    CONFLICT = "conflict"  # Range header and ?range= disagree: 416
+
+
+@dataclass(frozen=True, slots=True)
+class RangeDecision:
+    """The outcome; for PARTIAL, ``ranges`` is sorted, coalesced and non-empty.
+
+    ``reason`` is a short text for log lines, not for clients.
+    """
+
+    outcome: RangeOutcome
+    ranges: tuple[ByteRange, ...] = ()
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.outcome is RangeOutcome.PARTIAL) != bool(self.ranges):
+            raise ValueError("ranges are given exactly for a PARTIAL decision")
+
+
+DEFAULT_LIMITS = RangeLimits()
+
+
+def decide_ranges(
+    header: str | None,
+    query: str | None,
+    size: int,
+    limits: RangeLimits = DEFAULT_LIMITS,
+) -> RangeDecision:
+    """Decide what a request for a representation of ``size`` bytes gets.
+
+    ``header`` is the Range field value, ``query`` the ``?range=`` value; None when absent.
+    Never raises for any text.
+    """
+    if header is None and query is None:
+        return RangeDecision(RangeOutcome.NONE, reason="no range requested")
+    problems: list[str] = []
+    header_specs: tuple[RangeSpec, ...] | None = None
+    query_specs: tuple[RangeSpec, ...] | None = None
+    # RFC 9110 §14.2: "A server MAY ignore the Range header field." An invalid value is
+    # ignored, as if absent, so the other source (if any) still applies.
+    if header is not None:
+        try:
+            header_specs = parse_range_header(header)
+        except RangeParseError as exc:
+            problems.append(f"Range ignored: {exc}")
+    if query is not None:
+        try:
+            query_specs = parse_query_range(query)
+        except RangeParseError as exc:
+            problems.append(f"?range= ignored: {exc}")
+    if header_specs is not None and query_specs is not None and header_specs != query_specs:
+        return RangeDecision(RangeOutcome.CONFLICT, reason="Range and ?range= disagree")
+    specs = header_specs if header_specs is not None else query_specs
+    if specs is None:
+        return RangeDecision(RangeOutcome.IGNORED, reason="; ".join(problems))
+    if size <= 0:
+        # Nothing to select in an empty representation; answer 200 with the empty body rather
+        # than 416, which a client would read as "your range is wrong".
+        return RangeDecision(RangeOutcome.IGNORED, reason="empty representation")
+    if len(specs) > limits.max_ranges:
+        return RangeDecision(
+            RangeOutcome.IGNORED, reason=f"{len(specs)} ranges > max_ranges {limits.max_ranges}"
+        )
+    resolved = resolve_ranges(specs, size)
+    if not resolved:
+        # RFC 9110 §15.5.17: 416 when "none of the ranges in the request's Range header field
+        # overlap the current extent of the selected resource".
+        return RangeDecision(RangeOutcome.UNSATISFIABLE, reason="no satisfiable range")
+    requested = sum(r.length for r in resolved)
+    if requested > size:
+        # Go's fs.go: "The total number of bytes in all the ranges is larger than the size of
+        # the file by itself, so this is probably an attack, or a dumb client. Ignore the
+        # range request."
+        return RangeDecision(
+            RangeOutcome.IGNORED, reason=f"ranges ask for {requested} bytes of {size}"
+        )
+    return RangeDecision(
+        RangeOutcome.PARTIAL, ranges=tuple(coalesce(resolved)), reason=f"{len(specs)} range(s)"
+    )
+
+
+def unsatisfied_content_range(size: int) -> str:
+    """The Content-Range of a 416 (RFC 9110 §14.4: unsatisfied-range = "*/" complete-length)."""
+    return f"bytes */{size}"
