@@ -1,0 +1,193 @@
+"""Header policy for the proxy: what crosses the proxy in each direction (RFC 9110 §7.6).
+
+Pure: no I/O. The relay hands over the header list it received and sends the list it gets back.
+Headers are ``(name, value)`` pairs in wire order; names compare case-insensitively and keep
+the case they arrived in. Fields that are not ours to touch keep their order and duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "HOP_BY_HOP",
+    "connection_options",
+    "request_headers_for_upstream",
+    "response_headers_for_client",
+    "strip_hop_by_hop",
+    "via_value",
+]
+
+Headers = list[tuple[str, str]]
+
+# RFC 9110 §7.6.1: "Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, and Upgrade"
+# are the fields an intermediary must not forward as if they were end-to-end; Trailer names
+# fields of this connection's chunked framing (§6.6.2), and the Proxy-Authenticate /
+# Proxy-Authorization pair is addressed to the proxy itself (§11.7.1, §11.7.2).
+HOP_BY_HOP: frozenset[str] = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# The proxy relays GET and HEAD only: a request body and its framing never go upstream.
+_REQUEST_BODY_FIELDS = frozenset({"content-length", "expect"})
+
+# RFC 9110 §5.6.2: tchar, the characters of a token (a Via pseudonym must be one, §7.6.3).
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _split_list(value: str) -> list[str]:
+    """The non-empty members of a comma-separated list field, whitespace trimmed (§5.6.1).
+
+    "a recipient MUST parse and ignore a reasonable number of empty list elements".
+    """
+    return [member for member in (part.strip(" \t") for part in value.split(",")) if member]
+
+
+def connection_options(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Lower-cased field names listed by every Connection field in ``headers``.
+
+    Connection may appear more than once; the field lines combine into one list (§5.3).
+    """
+    options: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            options.update(member.lower() for member in _split_list(value))
+    return frozenset(options)
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
+    """``headers`` without hop-by-hop fields, the rest in order and with duplicates kept.
+
+    RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header field before a
+    message is forwarded and, for each connection-option in this field, remove any header or
+    trailer field(s) from the message with the same name as the connection-option, and then
+    remove the Connection header field itself (or replace it with the intermediary's own
+    control options for the forwarded message)."
+    """
+    headers = list(headers)
+    dropped = HOP_BY_HOP | connection_options(headers)
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+def _normalise_protocol_version(protocol_version: str) -> str:
+    # §7.6.3: received-protocol = [ protocol-name "/" ] protocol-version, "where the
+    # protocol-name is omitted if and only if it would be 'HTTP'". httpx reports "HTTP/1.1".
+    name, slash, version = protocol_version.strip().rpartition("/")
+    if slash and name.upper() == "HTTP":
+        return version
+    return protocol_version.strip()
+
+
+def via_value(name: str, protocol_version: str = "1.1") -> str:
+    """One Via member for this proxy: received-protocol first, then our pseudonym (§7.6.3).
+
+    ``protocol_version`` is the version of the message as it was received: "1.1", "1.0",
+    or the "HTTP/1.1" spelling httpx reports.
+
+    >>> via_value("trio-range")
+    '1.1 trio-range'
+    >>> via_value("trio-range", "HTTP/1.0")
+    '1.0 trio-range'
+    """
+    # received-by = pseudonym [ ":" port ]; our name is configuration, so refuse anything that
+    # would corrupt the list (a comma or a space) rather than send it.
+    pseudonym, colon, port = name.partition(":")
+    if not pseudonym or not set(pseudonym) <= _TCHAR or (colon and not port.isdigit()):
+        raise ValueError(f"Via name must be a token or token:port, got {name!r}")
+    version = _normalise_protocol_version(protocol_version)
+    if not version or not set(version) <= _TCHAR | {"/"}:
+        raise ValueError(f"not a protocol version: {protocol_version!r}")
+    return f"{version} {name}"
+
+
+def _combined(headers: Iterable[tuple[str, str]], lower_name: str) -> list[str]:
+    """The values of every ``lower_name`` field, in order, to be joined into one list (§5.3).
+
+    Values are kept whole rather than split at commas: a Via comment may hold a comma. Only
+    the outer whitespace and stray outer commas go, so the joined list has no empty member.
+    """
+    values = (value.strip(" \t,") for name, value in headers if name.lower() == lower_name)
+    return [value for value in values if value]
+
+
+def _append_via(headers: Headers, member: str) -> Headers:
+    # §7.6.3: "each intermediary appends its own information about how the message was
+    # received", so earlier Via members stay first, combined into one field that goes last.
+    earlier = _combined(headers, "via")
+    kept = [(name, value) for name, value in headers if name.lower() != "via"]
+    kept.append(("Via", ", ".join([*earlier, member])))
+    return kept
+
+
+def request_headers_for_upstream(
+    client_headers: Iterable[tuple[str, str]],
+    *,
+    client_ip: str,
+    scheme: str,
+    upstream_host: str,
+    via_name: str,
+    client_http_version: str = "1.1",
+) -> Headers:
+    """The header list to send upstream for a client's GET or HEAD.
+
+    ``client_http_version`` is the version the request arrived in; it goes into Via.
+
+    Range, If-Range and the conditional fields pass untouched: the upstream decides what to
+    send, and the relay carries its answer back unchanged (a 200 stays a 200).
+    """
+    client_headers = list(client_headers)
+    # The Host this proxy received, even if the client also listed it in Connection.
+    client_host = next((value for name, value in client_headers if name.lower() == "host"), None)
+    headers = strip_hop_by_hop(client_headers)
+    forwarded_for = _combined(headers, "x-forwarded-for")
+    replaced = {
+        # The upstream comes from configuration: the client's Host never redirects the proxy.
+        "host",
+        # Identity upstream, so Content-Length and byte ranges mean the same bytes at both ends.
+        "accept-encoding",
+        # Set from what this proxy saw; a client must not choose what the upstream trusts.
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-for",
+        *_REQUEST_BODY_FIELDS,
+    }
+    out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
+    out.extend((name, value) for name, value in headers if name.lower() not in replaced)
+    # X-Forwarded-For lists each hop's client, nearest last.
+    out.append(("X-Forwarded-For", ", ".join([*forwarded_for, client_ip])))
+    out.append(("X-Forwarded-Proto", scheme))
+    if client_host is not None:
+        out.append(("X-Forwarded-Host", client_host))
+    return _append_via(out, via_value(via_name, client_http_version))
+
+
+def response_headers_for_client(
+    upstream_headers: Iterable[tuple[str, str]],
+    *,
+    via_name: str,
+    upstream_http_version: str = "1.1",
+) -> Headers:
+    """The header list to send the client for the upstream's response.
+
+    Everything end-to-end is kept exactly, Date and Server included; Content-Length,
+    Content-Range, Content-Type, ETag, Last-Modified and Accept-Ranges describe the bytes the
+    relay passes through unchanged.
+    """
+    upstream_headers = list(upstream_headers)
+    headers = strip_hop_by_hop(upstream_headers)
+    if any(name.lower() == "transfer-encoding" for name, _ in upstream_headers):
+        # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the Transfer-Encoding
+        # overrides the Content-Length", and "an intermediary that chooses to forward the
+        # message MUST first remove the received Content-Length field".
+        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+    return _append_via(headers, via_value(via_name, upstream_http_version))
