@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trio_range.errors import RangeParseError
 
@@ -234,12 +234,12 @@ class RangeOutcome(enum.Enum):
 class RangeDecision:
     """The outcome; for PARTIAL, ``ranges`` is sorted, coalesced and non-empty.
 
-    ``reason`` is a short text for log lines, not for clients.
+    ``reason`` is a short text for log lines, not for clients, so it takes no part in equality.
     """
 
     outcome: RangeOutcome
     ranges: tuple[ByteRange, ...] = ()
-    reason: str = ""
+    reason: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if (self.outcome is RangeOutcome.PARTIAL) != bool(self.ranges):
