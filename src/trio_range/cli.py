@@ -1,0 +1,158 @@
+"""The ``trio-range`` command: origin, proxy, demo and make-media.
+
+Flags are generated from the configuration dataclasses, so a flag, its environment variable and
+its README row cannot drift apart. Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trio_range.config import (
+    OriginConfig,
+    ProxyConfig,
+    ServerConfig,
+    convert,
+    env_name,
+    flag_name,
+    load,
+)
+from trio_range.errors import ConfigError, TrioRangeError
+
+log = logging.getLogger("trio_range")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, not a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_config_flags(
+    parser: argparse.ArgumentParser, cls: type[ServerConfig], *, prefix: str = ""
+) -> None:
+    for field in dataclasses.fields(cls):
+        parser.add_argument(
+            flag_name(prefix + field.name),
+            dest=prefix + field.name,
+            metavar=field.name.upper(),
+            type=_converter(field),
+            default=None,
+            help=f"{field.metadata.get('help', '')} "
+            f"(default: {field.default}; env {env_name(cls, field.name)})",
+        )
+
+
+def _converter(field: dataclasses.Field[Any]) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return convert(field, text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = str(field.type)
+    return parse
+
+
+def _overrides(
+    args: argparse.Namespace, cls: type[ServerConfig], prefix: str = ""
+) -> dict[str, Any]:
+    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trio-range", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TRIO_RANGE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (env TRIO_RANGE_LOG_LEVEL)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    origin = commands.add_parser("origin", help="serve the files of a media folder")
+    _add_config_flags(origin, OriginConfig)
+
+    proxy = commands.add_parser("proxy", help="relay range requests to one upstream")
+    _add_config_flags(proxy, ProxyConfig)
+
+    demo = commands.add_parser("demo", help="origin and proxy in one process, shipped media")
+    _add_config_flags(demo, OriginConfig, prefix="origin_")
+    _add_config_flags(demo, ProxyConfig, prefix="proxy_")
+
+    make_media = commands.add_parser(
+        "make-media", help="write a large deterministic test file (for benchmarks)"
+    )
+    make_media.add_argument("--size", required=True, help="e.g. 1GiB, 256MiB, 1000000")
+    make_media.add_argument("--seed", type=int, default=0)
+    make_media.add_argument("path", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return _run(args)
+    except TrioRangeError as error:
+        print(f"trio-range: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "make-media":
+        from trio_range.media_files import parse_size, write_deterministic_file
+
+        write_deterministic_file(args.path, parse_size(args.size), seed=args.seed)
+        print(f"wrote {args.path}")
+        return 0
+    if args.command == "origin":
+        origin_config = load(OriginConfig, os.environ, _overrides(args, OriginConfig))
+        trio.run(_serve_origin, origin_config)
+        return 0
+    if args.command == "proxy":
+        proxy_config = load(ProxyConfig, os.environ, _overrides(args, ProxyConfig))
+        trio.run(_serve_proxy, proxy_config)
+        return 0
+    if args.command == "demo":
+        from trio_range.demo import run_demo
+
+        origin_config = load(OriginConfig, os.environ, _overrides(args, OriginConfig, "origin_"))
+        proxy_config = load(ProxyConfig, os.environ, _overrides(args, ProxyConfig, "proxy_"))
+        trio.run(run_demo, origin_config, proxy_config)
+        return 0
+    raise AssertionError(args.command)
+
+
+async def _serve_origin(config: OriginConfig) -> None:
+    from trio_range.origin import create_app
+    from trio_range.serving import serve_app
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve_app, create_app(config), config)
+        log.info("origin serving %s on %s", config.media_dir, " ".join(urls))
+
+
+async def _serve_proxy(config: ProxyConfig) -> None:
+    from trio_range.proxy import create_app
+    from trio_range.serving import serve_app
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve_app, create_app(config), config)
+        log.info("proxy relaying to %s on %s", config.upstream, " ".join(urls))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Configuration: frozen dataclasses with units in their field names.
+
+Every field is settable three ways, later winning: its default, an environment variable
+(``TRIO_RANGE_<ROLE>_<FIELD>``, e.g. ``TRIO_RANGE_ORIGIN_MEDIA_DIR``) and a command-line flag
+(``--media-dir``). A misspelled key is an error, never silently ignored: an unknown
+``TRIO_RANGE_<ROLE>_*`` variable or flag fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from trio_range.errors import ConfigError
+
+ENV_PREFIX = "TRIO_RANGE_"
+
+
+def _field(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What every trio_range server shares: where it listens and how it treats connections."""
+
+    host: str = _field("127.0.0.1", "address to listen on")
+    port: int = _field(0, "TCP port to listen on")
+    keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
+    chunk_size_bytes: int = _field(512 * 1024, "body bytes read and sent per step")
+    access_log: bool = _field(True, "write one structured log line per request")
+
+    ROLE = ""
+
+    def validate(self) -> None:
+        """Reject values that cannot work, with a message naming the field."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.chunk_size_bytes < 1024 or self.chunk_size_bytes > 64 * 1024 * 1024:
+            raise ConfigError(
+                f"chunk_size_bytes must be 1 KiB..64 MiB, got {self.chunk_size_bytes}"
+            )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if (
+                f.name.endswith("_s")
+                and isinstance(value, float)
+                and (value < 0 or not math.isfinite(value))
+            ):
+                raise ConfigError(f"{f.name} must be a finite number >= 0, got {value}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OriginConfig(ServerConfig):
+    """The origin: serves the files of one media folder."""
+
+    port: int = _field(9090, "TCP port to listen on")
+    media_dir: Path = _field(Path("media"), "folder whose files are served")
+    default_file: str = _field("sample.mp4", "file served at / (relative to media_dir)")
+    max_ranges: int = _field(100, "more ranges than this in one request: Range ignored, 200")
+
+    ROLE = "ORIGIN"
+
+    def validate(self) -> None:
+        ServerConfig.validate(self)
+        if self.max_ranges < 1:
+            raise ConfigError(f"max_ranges must be >= 1, got {self.max_ranges}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyConfig(ServerConfig):
+    """The proxy: relays GET and HEAD to one fixed upstream."""
+
+    port: int = _field(8080, "TCP port to listen on")
+    upstream: str = _field("http://127.0.0.1:9090", "base URL of the one upstream")
+    via_name: str = _field("trio-range", "name in the Via header the proxy appends")
+    connect_timeout_s: float = _field(5.0, "upstream connect timeout (502 past it)")
+    response_timeout_s: float = _field(30.0, "wait for the upstream's response head (504)")
+    read_timeout_s: float = _field(60.0, "wait between upstream body chunks (abort past it)")
+    pool_size: int = _field(100, "upstream connections kept at most")
+    pool_timeout_s: float = _field(10.0, "wait for a free upstream connection (503 past it)")
+
+    ROLE = "PROXY"
+
+    def validate(self) -> None:
+        ServerConfig.validate(self)
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream}")
+        if self.pool_size < 1:
+            raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
+        if not self.via_name or any(c in self.via_name for c in ",\r\n"):
+            raise ConfigError("via_name must be a non-empty token without commas or newlines")
+
+
+ConfigT = TypeVar("ConfigT", bound=ServerConfig)
+
+
+def env_name(cls: type[ServerConfig], field_name: str) -> str:
+    """The environment variable that sets ``field_name`` of ``cls``."""
+    return f"{ENV_PREFIX}{cls.ROLE}_{field_name.upper()}"
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag that sets ``field_name``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def convert(field: dataclasses.Field[Any], text: str) -> Any:
+    """Turn the text of an environment variable or flag into the field's type."""
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if kind == "Path":
+            return Path(text)
+    except ValueError:
+        raise ConfigError(f"{field.name}: not a valid {kind}: {text!r}") from None
+    return text
+
+
+def load(
+    cls: type[ConfigT],
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+) -> ConfigT:
+    """Build ``cls`` from defaults, then ``environ``, then ``overrides`` (already typed).
+
+    Raises ConfigError for an unknown ``TRIO_RANGE_<ROLE>_*`` variable, an unknown override or
+    a value that does not convert or validate.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    prefix = f"{ENV_PREFIX}{cls.ROLE}_"
+    for key, text in environ.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name not in fields:
+            raise ConfigError(f"unknown setting {key} (known: {', '.join(sorted(fields))})")
+        values[name] = convert(fields[name], text)
+    for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise ConfigError(f"unknown setting {name}")
+        if value is not None:
+            values[name] = value
+    config = cls(**values)
+    config.validate()
+    return config

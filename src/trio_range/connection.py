@@ -1,0 +1,262 @@
+"""The ASGI connection of one request: it owns the request's tasks and resources.
+
+Quart-Trio runs each request as two tasks in one nursery (one reads ASGI messages, one sends
+the response). Three traps of that stock class are fixed here (REFERENCES.md, "The stack"):
+
+- Its disconnect watcher cancels the nursery when Hypercorn posts ``http.disconnect`` after a
+  complete response, which cancels Hypercorn re-arming the keep-alive timer inside the final
+  ``send``: idle keep-alive connections then never close. Here a complete response is never
+  cancelled.
+- A body generator that never started (the client left after the view returned) never runs its
+  ``finally``, so whatever the view opened leaks. Here every request owns an ``AsyncExitStack``
+  (:func:`current_exchange` ``.resources``) that the connection closes, shielded, whatever
+  happened; views register what they open there.
+- A body that ends short of its Content-Length must not look complete: the connection counts the
+  bytes and aborts the client connection (no final empty body message, so Hypercorn closes the
+  socket) instead of sending a short message.
+
+It also applies no ``RESPONSE_TIMEOUT``: a paused video legitimately streams for hours.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
+from quart.wrappers import Request
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from trio_range.errors import TrioRangeError
+
+log = logging.getLogger("trio_range")
+
+# Bounds the shielded cleanup of a request's resources: closing an upstream response or a file
+# takes microseconds; a stuck close must not hold the connection task forever.
+CLEANUP_TIMEOUT_S = 5.0
+
+# Statuses whose responses carry no body whatever their Content-Length says (RFC 9110 §6.4.1).
+_BODYLESS_STATUSES = frozenset({204, 304})
+
+
+class StreamAborted(TrioRangeError):
+    """Raised inside a response body to abort the client connection.
+
+    Used when the bytes promised by the headers cannot be delivered (a file shrank, an upstream
+    truncated its body): an aborted transfer is detectable by the client, a short one is not.
+    """
+
+    status_hint = 502
+
+
+@dataclasses.dataclass(slots=True)
+class Exchange:
+    """One request and its response, as the connection saw them (for stats and the access log)."""
+
+    method: str
+    path: str
+    query: str
+    range_header: str | None
+    resources: AsyncExitStack
+    started_at: float
+    status: int = 0
+    declared_length: int | None = None
+    bytes_sent: int = 0
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    # "completed": every declared byte was sent; "aborted": the client went away first;
+    # "failed": the server aborted the transfer (StreamAborted or an unexpected error).
+    outcome: str = "pending"
+    # Set by the view, for statistics: how the Range was treated ("none", "single", "multi",
+    # "unsatisfiable" or "ignored") and whether an If-Range failed.
+    range_outcome: str = "none"
+    if_range_failed: bool = False
+    detail: str = ""
+
+    @property
+    def has_body(self) -> bool:
+        return (
+            self.method != "HEAD"
+            and self.status not in _BODYLESS_STATUSES
+            and self.declared_length != 0
+        )
+
+
+class ExchangeObserver(Protocol):
+    """Who is told about each exchange: the statistics store and the access log."""
+
+    def response_started(self, exchange: Exchange) -> None: ...
+
+    def exchange_finished(self, exchange: Exchange) -> None: ...
+
+
+_current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("trio_range_exchange")
+
+
+def current_exchange() -> Exchange:
+    """The exchange of the request being handled (valid in views, not in body generators)."""
+    return _current.get()
+
+
+class RangeHTTPConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection with the fixes described in the module docstring."""
+
+    app: RangeApp
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        request = self._create_request_from_scope(send)
+        exchange = Exchange(
+            method=request.method,
+            path=request.path,
+            query=self.scope["query_string"].decode("latin-1"),
+            range_header=request.headers.get("Range"),
+            resources=AsyncExitStack(),
+            started_at=trio.current_time(),
+        )
+        complete = trio.Event()
+        token = _current.set(exchange)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, nursery, request, receive, complete)
+                nursery.start_soon(self._respond, nursery, request, send, exchange, complete)
+        finally:
+            _current.reset(token)
+            with trio.CancelScope(shield=True) as cleanup:
+                cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
+                try:
+                    await exchange.resources.aclose()
+                except Exception:
+                    log.exception(
+                        "closing the resources of %s %s failed", exchange.method, exchange.path
+                    )
+            if cleanup.cancelled_caught:
+                log.error(
+                    "closing the resources of %s %s timed out", exchange.method, exchange.path
+                )
+            exchange.finished_at = trio.current_time()
+            if exchange.outcome == "pending":
+                exchange.outcome = "aborted"
+            self.app.observer.exchange_finished(exchange)
+
+    async def _watch_disconnect(
+        self,
+        nursery: trio.Nursery,
+        request: Request,
+        receive: ASGIReceiveCallable,
+        complete: trio.Event,
+    ) -> None:
+        # Returns when Hypercorn posts http.disconnect: the client left, or the response ended.
+        await super(TrioASGIHTTPConnection, self).handle_messages(request, receive)
+        if not complete.is_set():
+            nursery.cancel_scope.cancel()
+
+    async def _respond(
+        self,
+        nursery: trio.Nursery,
+        request: Request,
+        send: ASGISendCallable,
+        exchange: Exchange,
+        complete: trio.Event,
+    ) -> None:
+        response = await self.app.handle_request(request)
+        observed = _ObservedSend(send, exchange, complete, self.app.observer)
+        try:
+            await self._send_response(observed, response)
+        except StreamAborted as error:
+            exchange.outcome = "failed"
+            exchange.detail = str(error)
+            log.warning(
+                "aborted %s %s after %d bytes: %s",
+                exchange.method,
+                exchange.path,
+                exchange.bytes_sent,
+                error,
+            )
+        except Exception as error:
+            # Headers are out: the only honest signal left is to abort the connection. The
+            # traceback goes to the server log, never to the client.
+            exchange.outcome = "failed"
+            exchange.detail = f"{type(error).__name__}: {error}"
+            log.exception(
+                "aborted %s %s after %d bytes", exchange.method, exchange.path, exchange.bytes_sent
+            )
+        nursery.cancel_scope.cancel()
+
+
+class _ObservedSend:
+    """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body."""
+
+    __slots__ = ("_complete", "_exchange", "_observer", "_send")
+
+    def __init__(
+        self,
+        send: ASGISendCallable,
+        exchange: Exchange,
+        complete: trio.Event,
+        observer: ExchangeObserver,
+    ) -> None:
+        self._send = send
+        self._exchange = exchange
+        self._complete = complete
+        self._observer = observer
+
+    async def __call__(self, message: ASGISendEvent) -> None:
+        exchange = self._exchange
+        kind = message["type"]
+        if kind == "http.response.body":
+            body: bytes = message.get("body", b"")  # type: ignore[assignment]
+            if not message.get("more_body", False):
+                declared = exchange.declared_length
+                sent = exchange.bytes_sent + len(body)
+                if exchange.has_body and declared is not None and sent != declared:
+                    raise StreamAborted(f"body ended at {sent} of {declared} declared bytes")
+                # Set before the final send: a disconnect posted while Hypercorn re-arms its
+                # keep-alive timer inside this send must not cancel it.
+                self._complete.set()
+                await self._send(message)
+                exchange.bytes_sent = sent
+                exchange.outcome = "completed"
+                return
+            if body:
+                await self._send(message)
+                if exchange.first_byte_at is None:
+                    exchange.first_byte_at = trio.current_time()
+                exchange.bytes_sent += len(body)
+            return
+        if kind == "http.response.start":
+            exchange.status = message["status"]  # type: ignore[typeddict-item]
+            for name, value in message.get("headers", ()):  # type: ignore[attr-defined]
+                if name.lower() == b"content-length":
+                    exchange.declared_length = int(value)
+            self._observer.response_started(exchange)
+            await self._send(message)
+            if exchange.first_byte_at is None:
+                exchange.first_byte_at = trio.current_time()
+            return
+        await self._send(message)
+
+
+class _NullObserver:
+    def response_started(self, exchange: Exchange) -> None:
+        pass
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        pass
+
+
+class RangeApp(QuartTrio):
+    """A QuartTrio app whose requests run in :class:`RangeHTTPConnection`."""
+
+    asgi_http_class = RangeHTTPConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Quart cuts every response longer than RESPONSE_TIMEOUT (60 s by default); streams of
+        # media legitimately last longer. RangeHTTPConnection ignores it; None documents that.
+        self.config["RESPONSE_TIMEOUT"] = None
+        self.observer: ExchangeObserver = _NullObserver()

@@ -1,0 +1,168 @@
+"""The media folder: which paths may be served, and reading their bytes without blocking.
+
+Path safety is decided here once: a request path names a file only if every segment is an
+ordinary name (no ``..``, ``.``, empty segments, NUL, backslash or dotfiles) and the resolved
+file, symlinks followed, lies inside the folder. Anything else is "not found", never an error
+that echoes a path.
+
+Reads use ``preadv(RWF_NOWAIT)`` on the event loop: when the pages are cached (the common case
+for media being watched) it returns at once and costs no thread hop; when they are not, it fails
+with EAGAIN and the read moves to a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mimetypes
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from trio_range.connection import StreamAborted
+
+_HAS_NOWAIT = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+# Bounds the listing so that a huge folder cannot make /media/ arbitrarily slow.
+MAX_LISTED_FILES = 10_000
+
+mimetypes.add_type("video/mp4", ".mp4")
+mimetypes.add_type("video/webm", ".webm")
+mimetypes.add_type("video/x-matroska", ".mkv")
+mimetypes.add_type("audio/mp4", ".m4a")
+
+
+def content_type_for(name: str) -> str:
+    """The Content-Type of a file, from its extension."""
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+class OpenFile:
+    """An open regular file and what fstat said of it; ``close`` is idempotent."""
+
+    __slots__ = ("fd", "inode", "mtime_ns", "size")
+
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        self.fd = fd
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        self.inode = st.st_ino
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MediaFolder:
+    """The folder whose files are served; ``root`` is absolute with symlinks resolved."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: Path) -> MediaFolder:
+        return cls(Path(os.path.realpath(path)))
+
+    def locate(self, relative: str) -> Path | None:
+        """The file ``relative`` names inside the folder, or None if it may not be served."""
+        if not relative or "\x00" in relative or "\\" in relative:
+            return None
+        segments = relative.split("/")
+        for segment in segments:
+            if not segment or segment.startswith("."):
+                return None
+        resolved = Path(os.path.realpath(self.root.joinpath(*segments)))
+        if not resolved.is_relative_to(self.root) or resolved == self.root:
+            return None
+        return resolved
+
+    def open(self, relative: str) -> OpenFile | None:
+        """Open a regular file inside the folder for reading (blocking: call in a thread)."""
+        path = self.locate(relative)
+        if path is None:
+            return None
+        try:
+            # O_NONBLOCK: opening a FIFO planted in the folder must not hang the worker.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return OpenFile(fd, st)
+
+    def listing(self) -> list[dict[str, object]]:
+        """Every servable file: name (relative, with ``/``), size and type (blocking)."""
+        entries: list[dict[str, object]] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                relative = os.path.relpath(os.path.join(dirpath, filename), self.root)
+                relative = relative.replace(os.sep, "/")
+                path = self.locate(relative)
+                if path is None:
+                    continue
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                entries.append(
+                    {"name": relative, "size": st.st_size, "type": content_type_for(filename)}
+                )
+                if len(entries) >= MAX_LISTED_FILES:
+                    return entries
+        return entries
+
+
+def _read_blocking(fd: int, offset: int, length: int) -> bytes:
+    return os.pread(fd, length, offset)
+
+
+async def read_at(file: OpenFile, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes at ``offset``; fewer only at end of file."""
+    if _HAS_NOWAIT:
+        buffer = bytearray(length)
+        try:
+            got = os.preadv(file.fd, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            got = 0
+        except OSError as error:
+            if error.errno not in {95}:  # EOPNOTSUPP: this filesystem has no RWF_NOWAIT
+                raise
+            got = 0
+        if got == length:
+            await trio.lowlevel.checkpoint()
+            return bytes(buffer)
+        if got:
+            rest = await trio.to_thread.run_sync(
+                _read_blocking, file.fd, offset + got, length - got
+            )
+            return bytes(buffer[:got]) + rest
+    return await trio.to_thread.run_sync(_read_blocking, file.fd, offset, length)
+
+
+async def iter_file_range(
+    file: OpenFile, start: int, length: int, chunk_size: int
+) -> AsyncIterator[bytes]:
+    """The bytes ``[start, start + length)`` of ``file`` in chunks of at most ``chunk_size``.
+
+    Raises StreamAborted if the file ends early (it shrank while being sent): the headers
+    already promised ``length`` bytes.
+    """
+    position, end = start, start + length
+    while position < end:
+        data = await read_at(file, position, min(chunk_size, end - position))
+        if not data:
+            raise StreamAborted(f"file ended at byte {position}, {end - position} bytes short")
+        position += len(data)
+        yield data

@@ -1,0 +1,43 @@
+"""Fixtures shared by the server tests."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.servers import start_origin
+
+# 11 bytes, the size Go's ServeFileRangeTests use.
+SMALL = b"0123456789A"
+
+
+def file_data(size: int, seed: int = 7) -> bytes:
+    """Deterministic pseudo-random bytes: an offset error cannot go unnoticed."""
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    """A media folder with a small file, a larger one, an empty one and a subfolder."""
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "small.bin").write_bytes(SMALL)
+    (root / "big.bin").write_bytes(file_data(3_000_000))
+    (root / "empty.bin").write_bytes(b"")
+    (root / "sub").mkdir()
+    (root / "sub" / "clip.mp4").write_bytes(file_data(5000, seed=3))
+    (tmp_path / "secret.txt").write_bytes(b"outside the media folder")
+    os.symlink(tmp_path / "secret.txt", root / "escape.txt")
+    os.symlink(root / "small.bin", root / "inside-link.bin")
+    return root
+
+
+@pytest.fixture
+async def origin_url(nursery: trio.Nursery, media_dir: Path) -> str:
+    return await start_origin(
+        nursery, media_dir=media_dir, default_file="big.bin", chunk_size_bytes=64 * 1024
+    )
