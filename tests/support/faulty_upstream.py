@@ -22,7 +22,8 @@ HEAD by sending no body):
 ``truncate``
     declares 1 MiB, sends 100 KiB, then closes cleanly (FIN).
 ``reset``
-    declares 1 MiB, sends 100 KiB, then resets the connection (SO_LINGER 0: RST).
+    declares 1 MiB, sends 100 KiB, waits for the peer to acknowledge them, then resets the
+    connection (SO_LINGER 0: RST). The peer reads all 100 KiB, then ECONNRESET.
 ``slow_body``
     sends ``SLOW_PIECES`` pieces of 16 KiB, one every 10 ms (real time), recording when each
     left in ``piece_sent_at``.
@@ -37,10 +38,12 @@ propagation through a proxy can be measured. Every connection is bounded by
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import socket
 import struct
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -84,6 +87,7 @@ SLOW_INTERVAL_S = 0.010
 STREAM_CHUNK_BYTES = 64 * 1024
 STREAM_DECLARED_BYTES = 1 << 40
 MAX_HEAD_BYTES = 64 * 1024
+RESET_DRAIN_TIMEOUT_S = 2.0
 MAX_CONNECTION_S = 60.0
 
 # The hop-by-hop fields echo_headers adds to its response, to be stripped by a proxy.
@@ -111,6 +115,13 @@ def unused_port() -> int:
 def _filler(size: int, offset: int = 0) -> bytes:
     # Bytes whose value depends on their position, so a reordered or shifted relay shows.
     return bytes((offset + i) % 251 for i in range(size))
+
+
+def _unacknowledged_bytes(stream: trio.SocketStream) -> int:
+    # Linux's SIOCOUTQ (TIOCOUTQ on a TCP socket): bytes sent but not yet acknowledged.
+    raw = fcntl.ioctl(stream.socket.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    count: int = struct.unpack("i", raw)[0]
+    return count
 
 
 class _PeerGone(Exception):
@@ -251,7 +262,12 @@ class FaultyUpstream:
 
     async def _serve_reset(self, conn: _Connection) -> None:
         async def reset() -> None:
-            # SO_LINGER on with a zero timeout: close() discards the send queue and sends RST.
+            # close() with SO_LINGER on and a zero timeout discards the send queue and sends
+            # RST; wait until the peer's kernel has acknowledged every byte, so it always gets
+            # all 100 KiB before the reset (Linux delivers queued data, then ECONNRESET).
+            with trio.move_on_after(RESET_DRAIN_TIMEOUT_S):
+                while _unacknowledged_bytes(conn.stream) > 0:  # bounded just above
+                    await trio.sleep(0.001)
             conn.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
         await self._send_declared_then(conn, HANG_DECLARED_BYTES, TRUNCATE_SENT_BYTES, reset)
