@@ -205,6 +205,13 @@ def test_request_forwarded_for_appends_to_an_existing_list() -> None:
     ]
 
 
+def test_request_unknown_client_ip_adds_no_empty_member() -> None:
+    assert ("X-Forwarded-For", "198.51.100.1") in upstream(
+        [("X-Forwarded-For", "198.51.100.1")], client_ip=""
+    )
+    assert not [n for n, _ in upstream([], client_ip="") if n.lower() == "x-forwarded-for"]
+
+
 def test_request_forwarded_for_ipv6_is_bare() -> None:
     out = upstream([], client_ip="::1")
     assert ("X-Forwarded-For", "::1") in out

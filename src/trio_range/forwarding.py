@@ -163,8 +163,11 @@ def request_headers_for_upstream(
     }
     out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
     out.extend((name, value) for name, value in headers if name.lower() not in replaced)
-    # X-Forwarded-For lists each hop's client, nearest last.
-    out.append(("X-Forwarded-For", ", ".join([*forwarded_for, client_ip])))
+    # X-Forwarded-For lists each hop's client, nearest last. An unknown client address (ASGI's
+    # scope["client"] may be None) adds no empty member.
+    forwarded_for.extend([client_ip] if client_ip else [])
+    if forwarded_for:
+        out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     out.append(("X-Forwarded-Proto", scheme))
     if client_host is not None:
         out.append(("X-Forwarded-Host", client_host))
