@@ -18,6 +18,7 @@ from trio_range.ranges import (
     RangeSpec,
     coalesce,
     decide_ranges,
+    format_range_header,
     parse_query_range,
     parse_range_header,
     resolve_ranges,
@@ -211,6 +212,11 @@ def test_parse_query_range_accepts_bare_and_header_forms(
 def test_parse_query_range_rejects(value: str) -> None:
     with pytest.raises(RangeParseError):
         parse_query_range(value)
+
+
+def test_format_range_header_turns_a_query_range_into_a_header() -> None:
+    assert format_range_header(parse_query_range("20-345,-5,7-")) == "bytes=20-345,-5,7-"
+    assert RangeSpec(0, 0).wire() == "0-0"
 
 
 # --- decide_ranges: Go's ServeFileRangeTests on an 11-byte file --------------------------------
@@ -413,10 +419,6 @@ def range_specs(draw: st.DrawFn) -> RangeSpec:
     return RangeSpec(first, first + draw(positions))
 
 
-def spec_text(spec: RangeSpec) -> str:
-    return f"{'' if spec.first is None else spec.first}-{'' if spec.last is None else spec.last}"
-
-
 @settings(max_examples=150)
 @given(any_range_text)
 def test_parse_range_header_raises_only_range_parse_error(text: str) -> None:
@@ -456,9 +458,10 @@ def test_decide_ranges_never_raises_and_partial_ranges_are_well_formed(
 @settings(max_examples=100)
 @given(st.lists(range_specs(), min_size=1, max_size=5), st.booleans())
 def test_written_specs_parse_back_to_themselves(specs: list[RangeSpec], upper: bool) -> None:
-    text = ("BYTES=" if upper else "bytes=") + " , ".join(spec_text(s) for s in specs)
+    text = ("BYTES=" if upper else "bytes=") + " , ".join(s.wire() for s in specs)
     assert parse_range_header(text) == tuple(specs)
-    assert parse_query_range(",".join(spec_text(s) for s in specs)) == tuple(specs)
+    assert parse_query_range(",".join(s.wire() for s in specs)) == tuple(specs)
+    assert parse_range_header(format_range_header(specs)) == tuple(specs)
 
 
 def naive_inclusive_indices(spec: RangeSpec, size: int) -> list[int]:

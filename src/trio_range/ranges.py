@@ -25,6 +25,7 @@ __all__ = [
     "RangeSpec",
     "coalesce",
     "decide_ranges",
+    "format_range_header",
     "parse_query_range",
     "parse_range_header",
     "resolve_ranges",
@@ -79,6 +80,12 @@ class RangeSpec:
     @property
     def is_suffix(self) -> bool:
         return self.first is None
+
+    def wire(self) -> str:
+        """The spec as written in a Range header: ``a-b``, ``a-`` or ``-n``."""
+        first = "" if self.first is None else str(self.first)
+        last = "" if self.last is None else str(self.last)
+        return f"{first}-{last}"
 
     def resolve(self, size: int) -> ByteRange | None:
         """The bytes this spec selects in ``size`` bytes, or None when it is unsatisfiable."""
@@ -311,3 +318,8 @@ def decide_ranges(
 def unsatisfied_content_range(size: int) -> str:
     """The Content-Range of a 416 (RFC 9110 §14.4: unsatisfied-range = "*/" complete-length)."""
     return f"bytes */{size}"
+
+
+def format_range_header(specs: Iterable[RangeSpec]) -> str:
+    """A Range header value asking for ``specs`` (the proxy turns ``?range=`` into one)."""
+    return "bytes=" + ",".join(spec.wire() for spec in specs)
