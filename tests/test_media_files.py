@@ -231,9 +231,12 @@ def test_the_pattern_does_not_compress() -> None:
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64])
-def test_seed_outside_64_bits_is_rejected(seed: int) -> None:
-    with pytest.raises(ValueError, match="seed"):
+def test_seed_outside_64_bits_is_a_config_error(seed: int, tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="invalid seed"):
         expected_bytes(10, 0, 1, seed=seed)
+    with pytest.raises(ConfigError, match="invalid seed"):
+        write_deterministic_file(tmp_path / "file.bin", 10, seed=seed)
+    assert os.listdir(tmp_path) == []
 
 
 def test_writing_replaces_an_existing_file_and_leaves_no_temporary(tmp_path: pathlib.Path) -> None:

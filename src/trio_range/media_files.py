@@ -182,5 +182,6 @@ def _rotation(block_index: int, seed: int) -> int:
 
 
 def _check_seed(seed: int) -> None:
+    # ConfigError, not ValueError: the seed comes from the command line (make-media --seed).
     if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed must be in 0 .. 2**64-1, got {seed}")
+        raise ConfigError(f"invalid seed {seed}: must be between 0 and 2**64-1")
