@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The upstream client logs every request at INFO; our access log already says it all.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         return _run(args)
     except TrioRangeError as error:

@@ -8,7 +8,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from trio_range.config import ServerConfig
+from trio_range.config import ProxyConfig, ServerConfig
 from trio_range.connection import RangeApp
 
 log = logging.getLogger("trio_range")
@@ -24,6 +24,8 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
+    # A proxy relays the upstream's Date (and adds its own only to its local answers).
+    hc.include_date_header = not isinstance(config, ProxyConfig)
     return hc
 
 

@@ -1,0 +1,148 @@
+"""The proxy's one upstream: an HTTP client held for the app's lifetime.
+
+This is the only module that imports the HTTP client library, and the one place where its
+exceptions become ours (:func:`map_upstream_errors`), as httpcore itself does it.
+
+The client is httpx2 (httpx's maintained fork, same API): httpcore 1.0.9, under httpx 0.28.1,
+leaks a pool slot for good when a request is cancelled while it waits for a new connection
+(httpcore issue 1093), and a proxy cancels requests all the time, since every client
+disconnect cancels its relay. httpcore2 reclaims those connections; docs/design.md records the
+measurement that chose it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, aclosing, contextmanager
+from typing import Any, cast
+
+import httpx2 as httpx
+
+from trio_range.config import ProxyConfig
+from trio_range.connection import StreamAborted
+from trio_range.errors import UpstreamError, UpstreamTimeout
+
+log = logging.getLogger("trio_range.proxy")
+
+Response = httpx.Response
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No pool connection became free in time: the proxy itself is saturated."""
+
+    status_hint = 503
+
+
+def _error_kind(error: Exception) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(error, httpx.ConnectError):
+        return "connect"
+    return "truncated"
+
+
+@contextmanager
+def map_upstream_errors(stats_error: Any = None) -> Iterator[None]:
+    """Translate the client library's failures of the header phase into our errors."""
+    try:
+        yield
+    except httpx.PoolTimeout as error:
+        raise UpstreamUnavailable(f"no upstream connection free: {error!r}") from error
+    except httpx.TimeoutException as error:
+        if stats_error is not None:
+            stats_error("timeout")
+        raise UpstreamTimeout(f"upstream too slow: {type(error).__name__}") from error
+    except httpx.HTTPError as error:
+        if stats_error is not None:
+            stats_error(_error_kind(error))
+        raise UpstreamError(f"upstream failed: {type(error).__name__}: {error}") from error
+
+
+def _is_stale_connection(error: Exception) -> bool:
+    # An upstream may close an idle keep-alive connection just as we reuse it (nginx after its
+    # keepalive_timeout): the request fails before any response byte arrived.
+    return isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+
+
+class Upstream:
+    """The pooled client for the configured upstream; enter it with ``async with``."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.base_url = config.upstream.rstrip("/")
+        self._stack = AsyncExitStack()
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(
+                max_connections=config.pool_size, max_keepalive_connections=config.pool_size
+            ),
+            retries=0,
+        )
+        self._transport = transport
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout_s,
+                read=config.read_timeout_s,
+                write=config.read_timeout_s,
+                pool=config.pool_timeout_s,
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> Upstream:
+        await self._stack.enter_async_context(self._client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def open_connections(self) -> int:
+        """Connections the pool holds now (idle or busy)."""
+        pool = getattr(self._transport, "_pool", None)
+        return len(getattr(pool, "connections", ()))
+
+    async def open(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        *,
+        stats_error: Any = None,
+    ) -> httpx.Response:
+        """Send the request and return once the response head arrived (body not read).
+
+        The caller owns the response and must ``aclose`` it. A GET or HEAD that fails on a
+        reused connection before any response byte is retried once on a fresh one.
+        """
+        request = self._client.build_request(method, self.base_url + target, headers=headers)
+        with map_upstream_errors(stats_error):
+            try:
+                return await self._client.send(request, stream=True)
+            except httpx.TimeoutException:
+                raise
+            except httpx.HTTPError as error:
+                if not _is_stale_connection(error):
+                    raise
+                log.info("retrying %s %s once after %r", method, target, error)
+                return await self._client.send(request, stream=True)
+
+
+async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncIterator[bytes]:
+    """The upstream body, chunk by chunk, untouched (no decoding).
+
+    A body that fails or ends early raises StreamAborted, so the client connection is aborted
+    and the client sees a broken transfer, not a short one that looks complete.
+    """
+    # No chunk_size: each upstream read (at most 64 KiB in httpcore) is relayed as it arrives,
+    # so a slow upstream streams instead of being buffered up to a chunk size.
+    chunks = cast(Any, response.aiter_raw())
+    try:
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+    except httpx.HTTPError as error:
+        kind = _error_kind(error)
+        if stats_error is not None:
+            stats_error(kind)
+        raise StreamAborted(f"upstream body {kind}: {type(error).__name__}: {error}") from error
