@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,10 @@ from typing import Any, TypeVar
 from trio_range.errors import ConfigError
 
 ENV_PREFIX = "TRIO_RANGE_"
+
+_SAFE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+_RESERVED_PATHS = frozenset({"/healthz"})
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -32,6 +37,13 @@ class ServerConfig:
     keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
     chunk_size_bytes: int = _field(512 * 1024, "body bytes read and sent per step")
     access_log: bool = _field(True, "write one structured log line per request")
+    stats_path: str = _field(
+        "/stats", "usage statistics: JSON, or a dashboard for browsers ('' = off)"
+    )
+    metrics_path: str = _field("/metrics", "Prometheus text exposition ('' = off)")
+    stats_token: str = _field(
+        "", "bearer token the stats and metrics paths require ('' = none; prefer the env variable)"
+    )
 
     ROLE = ""
 
@@ -51,6 +63,22 @@ class ServerConfig:
                 and (value < 0 or not math.isfinite(value))
             ):
                 raise ConfigError(f"{f.name} must be a finite number >= 0, got {value}")
+        for name in ("stats_path", "metrics_path"):
+            path = getattr(self, name)
+            # The path is written into the dashboard page and its script URL: plain characters only.
+            if path and (not _SAFE_PATH.fullmatch(path) or path in _RESERVED_PATHS):
+                raise ConfigError(
+                    f"{name} must be '' or a path like /stats (not /healthz), got {path!r}"
+                )
+        # The dashboard's script is served under stats_path.
+        stats_prefix = self.stats_path + "/"
+        if self.stats_path and (
+            self.metrics_path == self.stats_path or self.metrics_path.startswith(stats_prefix)
+        ):
+            raise ConfigError("metrics_path must differ from stats_path and not lie under it")
+        # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+        if self.stats_token and not _B64TOKEN.fullmatch(self.stats_token):
+            raise ConfigError("stats_token must be a bearer token (letters, digits, -._~+/ then =)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ from typing import Any
 from quart import Response
 from werkzeug.exceptions import HTTPException
 
+from trio_range.config import ServerConfig
 from trio_range.connection import Exchange, RangeApp
-from trio_range.stats import MemoryStatsStore
+from trio_range.stats import MemoryStatsStore, StatsStore
+from trio_range.stats_routes import install_stats_routes
 
 access_log = logging.getLogger("trio_range.access")
 log = logging.getLogger("trio_range")
@@ -36,19 +38,43 @@ def json_response(value: Any, status: int = 200) -> Response:
     )
 
 
-class AccessLogObserver:
-    """Writes one structured line per finished exchange, then tells the next observer."""
+class ExchangeRecorder:
+    """The app's observer: counts each exchange in the store and writes its access log line.
 
-    def __init__(self, inner: MemoryStatsStore, enabled: bool) -> None:
-        self.inner = inner
-        self.enabled = enabled
+    Requests to the monitoring endpoints (/healthz, the stats and metrics paths, the dashboard's
+    script) are logged but not counted: they describe the server, not its traffic, and a
+    dashboard polling every second would otherwise chart itself.
+    """
+
+    __slots__ = ("access_log", "store", "uncounted_paths", "uncounted_prefix")
+
+    def __init__(
+        self,
+        store: StatsStore,
+        *,
+        access_log: bool,
+        uncounted_paths: frozenset[str] = frozenset(),
+        uncounted_prefix: str | None = None,
+    ) -> None:
+        self.store = store
+        self.access_log = access_log
+        self.uncounted_paths = uncounted_paths
+        self.uncounted_prefix = uncounted_prefix
+
+    def _counted(self, exchange: Exchange) -> bool:
+        path = exchange.path
+        if path in self.uncounted_paths:
+            return False
+        return self.uncounted_prefix is None or not path.startswith(self.uncounted_prefix)
 
     def response_started(self, exchange: Exchange) -> None:
-        self.inner.response_started(exchange)
+        if self._counted(exchange):
+            self.store.response_started(exchange)
 
     def exchange_finished(self, exchange: Exchange) -> None:
-        self.inner.exchange_finished(exchange)
-        if self.enabled:
+        if self._counted(exchange):
+            self.store.exchange_finished(exchange)
+        if self.access_log:
             duration = (exchange.finished_at or exchange.started_at) - exchange.started_at
             access_log.info(
                 "method=%s path=%s status=%d range=%s range_outcome=%s bytes=%d "
@@ -65,10 +91,32 @@ class AccessLogObserver:
             )
 
 
-def install_common_routes(app: RangeApp, *, role: str, access_log: bool) -> MemoryStatsStore:
-    """Add /healthz, /stats, the error pages and the statistics observer to ``app``."""
-    stats = MemoryStatsStore(role=role)
-    app.observer = AccessLogObserver(stats, access_log)
+def install_common_routes(
+    app: RangeApp,
+    *,
+    role: str,
+    access_log: bool,
+    config: ServerConfig | None = None,
+    store: StatsStore | None = None,
+) -> StatsStore:
+    """Add /healthz, statistics, metrics, the error pages and the observer to ``app``.
+
+    ``config`` defaults to ``app.config["TRIO_RANGE"]`` (its stats_path, metrics_path and
+    stats_token); ``store`` to a new :class:`MemoryStatsStore`. Returns the store, which the
+    proxy also feeds (upstream requests and errors, its open-connections gauge).
+    """
+    if config is None:
+        found = app.config.get("TRIO_RANGE")
+        config = found if isinstance(found, ServerConfig) else ServerConfig()
+    stats = store if store is not None else MemoryStatsStore(role=role)
+    app.observer = ExchangeRecorder(
+        stats,
+        access_log=access_log,
+        uncounted_paths=frozenset(
+            path for path in ("/healthz", config.stats_path, config.metrics_path) if path
+        ),
+        uncounted_prefix=config.stats_path + "/" if config.stats_path else None,
+    )
     app.url_map.merge_slashes = False  # "//x" is not found, never redirected with the path echoed
     app.extensions["trio_range.stats"] = stats
 
@@ -76,9 +124,7 @@ def install_common_routes(app: RangeApp, *, role: str, access_log: bool) -> Memo
     async def healthz() -> Response:
         return plain(200, "ok")
 
-    @app.route("/stats", methods=["GET", "HEAD"], provide_automatic_options=False)
-    async def stats_view() -> Response:
-        return json_response(stats.snapshot())
+    install_stats_routes(app, stats, config)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
