@@ -331,6 +331,21 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree so far (0 for a process that is gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for each in process_tree(pid):
+        try:
+            stat = pathlib.Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name, which may itself contain spaces.
+        fields = stat.rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0, ``clear_refs`` value 5)."""
     try:

@@ -30,6 +30,7 @@ from benchmarks._harness import (
     Fetcher,
     RssSampler,
     Server,
+    cpu_seconds,
     find_nginx,
     free_port,
     reset_peak_rss,
@@ -200,7 +201,13 @@ def measure(
     fetcher = CLIENTS[client_name]
 
     per_server: dict[str, dict[str, Any]] = {
-        s.name: {"whole_mb_s": [], "range_mb_s": [], "peak_rss_kib": [], "sampled_rss_kib": []}
+        s.name: {
+            "whole_mb_s": [],
+            "whole_cpu_percent": [],
+            "range_mb_s": [],
+            "peak_rss_kib": [],
+            "sampled_rss_kib": [],
+        }
         for s in servers
     }
     for server in servers:
@@ -211,10 +218,13 @@ def measure(
         for server in servers:
             check_time()
             hwm_reset = reset_peak_rss(server.process.pid) and hwm_reset
+            cpu_before = cpu_seconds(server.process.pid)
             with RssSampler(server.process.pid) as sampler:
                 fetch = checked(fetcher, server, url_path, {}, size, 0, size)
+            cpu_used = cpu_seconds(server.process.pid) - cpu_before
             row = per_server[server.name]
             row["whole_mb_s"].append(fetch.mb_per_s)
+            row["whole_cpu_percent"].append(100 * cpu_used / fetch.seconds)
             row["peak_rss_kib"].append(status_kib(server.process.pid, "VmHWM"))
             row["sampled_rss_kib"].append(sampler.peak_kib)
         for server in servers:
@@ -228,6 +238,7 @@ def measure(
         name: {
             "whole_mb_s": statistics.median(row["whole_mb_s"]),
             "range_mb_s": statistics.median(row["range_mb_s"]),
+            "whole_cpu_percent": statistics.median(row["whole_cpu_percent"]),
             "peak_rss_mib": statistics.median(row["peak_rss_kib"]) / 1024,
             "rest_rss_mib": row["rss_at_rest_kib"] / 1024,
         }
@@ -236,7 +247,13 @@ def measure(
     ratios = (
         {
             measure: medians["trio_range"][measure] / medians["nginx"][measure]
-            for measure in ("whole_mb_s", "range_mb_s", "peak_rss_mib", "rest_rss_mib")
+            for measure in (
+                "whole_mb_s",
+                "range_mb_s",
+                "whole_cpu_percent",
+                "peak_rss_mib",
+                "rest_rss_mib",
+            )
         }
         if nginx is not None
         else None
@@ -333,6 +350,7 @@ def print_table(
     rows = [
         (f"whole {format_size(size)} GET, MB/s", "whole_mb_s", "{:.0f}"),
         (f"{format_size(range_size)} Range GET, MB/s", "range_mb_s", "{:.0f}"),
+        ("server CPU in whole GET, % of a core", "whole_cpu_percent", "{:.0f}"),
         (f"peak RSS streaming {format_size(size)}, MiB", "peak_rss_mib", "{:.1f}"),
         ("RSS at rest after warm-up, MiB", "rest_rss_mib", "{:.1f}"),
     ]
