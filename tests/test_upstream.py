@@ -1,0 +1,455 @@
+"""The upstream client under cancellation: httpcore issue 1093 must not happen to the proxy.
+
+httpcore 1.0.9 (under httpx 0.28.1) leaks a pool slot when a queued request is cancelled in
+the same scheduler pass in which another request frees a connection: the freeing task's
+bookkeeping still sees the cancelled request as queued and creates a new connection for it;
+the cancelled request then leaves without using it, and that connection stays ``CONNECTING``
+forever (neither idle, nor closed, nor expired). Once every slot is stuck, each request ends in
+``PoolTimeout``. A proxy cancels requests all the time (every client disconnect cancels its
+relay, and media players abort requests on every seek), so it needs a client that reclaims
+those slots. docs/upstream-client.md records the measurements on both libraries.
+
+These tests inspect the pool through private attributes (``_transport._pool``,
+``_requests``): the only way to see a stuck slot before it turns into a ``PoolTimeout``. The
+attributes are the same in httpcore and httpcore2.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.servers import proxy_config, start_app
+from trio_range import proxy
+from trio_range.config import ProxyConfig
+from trio_range.upstream import Upstream
+
+ROUNDS = 8
+PROBES_PER_ROUND = 16
+HEAD_DELAY_S = 0.02
+ROUND_TAIL_S = 0.3
+COLLISION_TRIALS = 24
+BODY = b"hello"
+
+
+# --- an upstream whose response head is slow, so requests queue for a small pool ----------
+
+
+@dataclass
+class SlowHeadUpstream:
+    """Answers every request with ``BODY`` after ``head_delay_s``, keeping connections open.
+
+    A target under ``/stream`` is answered at once with an endless body instead, sent until
+    the peer goes away: a relay that holds its pool slot for as long as its client stays.
+    """
+
+    head_delay_s: float
+    port: int = 0
+    heads_seen: int = 0
+    connections_accepted: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections_accepted += 1
+        buffer = bytearray()
+        try:
+            with trio.move_on_after(30):
+                while True:
+                    while (end := buffer.find(b"\r\n\r\n")) < 0:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buffer += data
+                    streaming = buffer.startswith(b"GET /stream")
+                    del buffer[: end + 4]
+                    self.heads_seen += 1
+                    if streaming:
+                        await stream.send_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 40)
+                        )
+                        while True:
+                            await stream.send_all(bytes(65536))
+                    await trio.sleep(self.head_delay_s)
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+                    )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the proxy closed a connection whose response it no longer wanted
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+async def start_slow_head_upstream(nursery: trio.Nursery, head_delay_s: float) -> SlowHeadUpstream:
+    upstream = SlowHeadUpstream(head_delay_s)
+    listeners: list[trio.SocketListener] = await nursery.start(
+        functools.partial(trio.serve_tcp, upstream.handle, 0, host="127.0.0.1")
+    )
+    upstream.port = listeners[0].socket.getsockname()[1]
+    return upstream
+
+
+# --- looking into the pool -----------------------------------------------------------------
+
+
+def pool_of(upstream: Upstream) -> Any:
+    """The httpcore(2) connection pool behind ``Upstream`` (private, but stable in both)."""
+    return upstream._transport._pool
+
+
+def stuck_connections(upstream: Upstream) -> list[str]:
+    """Connections still ``CONNECTING`` although no request is in flight: leaked slots."""
+    pool = pool_of(upstream)
+    assert not pool._requests, "only meaningful once every request has left the pool"
+    return [repr(c) for c in pool.connections if "CONNECTING" in repr(c)]
+
+
+def phase_of(upstream: Upstream, probe: str, got_head: bool) -> str:
+    """Where in the header phase the request tagged ``X-Probe: probe`` is right now."""
+    if got_head:
+        return "after head"
+    for pool_request in pool_of(upstream)._requests:
+        if (b"x-probe", probe.encode()) in [
+            (name.lower(), value) for name, value in pool_request.request.headers
+        ]:
+            connection = pool_request.connection
+            if connection is None:
+                return "pool wait"
+            if "CONNECTING" in repr(connection):
+                return "connecting"
+            return "head wait"
+    return "outside pool"
+
+
+def small_pool_config(upstream_url: str, pool_size: int, **overrides: Any) -> ProxyConfig:
+    return proxy_config(
+        upstream_url,
+        pool_size=pool_size,
+        # Short enough that a leaked pool shows as a prompt PoolTimeout, long enough that no
+        # request of a round (all cancelled within ~0.1 s) ever reaches it.
+        pool_timeout_s=1.0,
+        connect_timeout_s=2.0,
+        read_timeout_s=5.0,
+        **overrides,
+    )
+
+
+# --- through the Upstream class ------------------------------------------------------------
+
+
+@dataclass
+class RoundReport:
+    phases: Counter[str] = field(default_factory=Counter)
+    completed: int = 0
+    # Requests nobody cancelled that got no response in the round: stuck waiting for the pool.
+    stranded: int = 0
+
+
+async def run_cancellation_round(upstream: Upstream, rng: random.Random) -> RoundReport:
+    """Start ``PROBES_PER_ROUND`` requests at once; cancel most of them at random moments.
+
+    Half of the victims get their own deadline at a random moment of the header phase; the
+    rest are cancelled together at the end of the round, as a burst of client disconnects
+    does. The few that are never cancelled read their body (their connection is reused) or
+    close early (their connection is closed), so slots free up while others are cancelled;
+    they get ``ROUND_TAIL_S`` after the burst to finish, far more than a healthy pool needs.
+    """
+    report = RoundReport()
+    got_head: set[str] = set()
+    finished: set[str] = set()
+
+    async def one_request(probe: str, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                response = await upstream.open("GET", "/slow", [("X-Probe", probe)])
+                got_head.add(probe)
+                try:
+                    if rng.random() < 0.5:
+                        await response.aread()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await response.aclose()
+                report.completed += 1
+        finally:
+            finished.add(probe)
+
+    def cancel(probe: str, scope: trio.CancelScope) -> None:
+        if probe not in finished:
+            report.phases[phase_of(upstream, probe, probe in got_head)] += 1
+        scope.cancel()
+
+    async def cancel_later(probe: str, scope: trio.CancelScope, delay_s: float) -> None:
+        await trio.sleep(delay_s)
+        cancel(probe, scope)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            burst: list[tuple[str, trio.CancelScope]] = []
+            survivors: set[str] = set()
+            for index in range(PROBES_PER_ROUND):
+                probe, scope = str(index), trio.CancelScope()
+                nursery.start_soon(one_request, probe, scope)
+                fate = rng.random()
+                if fate < 0.5:
+                    nursery.start_soon(cancel_later, probe, scope, rng.uniform(0, 4 * HEAD_DELAY_S))
+                elif fate < 0.85:
+                    burst.append((probe, scope))
+                else:
+                    survivors.add(probe)
+            await trio.sleep(rng.uniform(HEAD_DELAY_S, 4 * HEAD_DELAY_S))
+            # One pass, no checkpoint in between: the burst is cancelled "at the same time".
+            for probe, scope in burst:
+                cancel(probe, scope)
+            nursery.cancel_scope.deadline = trio.current_time() + ROUND_TAIL_S
+    report.stranded = len(survivors - got_head)
+    return report
+
+
+async def run_collision_trial(upstream: Upstream, holders: int, rng: random.Random) -> None:
+    """The race of issue 1093, aimed at: a slot frees just as the queued request is cancelled.
+
+    ``holders`` requests take every free slot and get their heads; one more request queues.
+    Then one holder closes its response early (its connection is closed, so the pool may open
+    a new one) while the queued request is cancelled a random 0-3 scheduler passes later, so
+    that sooner or later both land in the same pass in either order.
+    """
+    with trio.fail_after(2):
+        responses = [await upstream.open("GET", "/hold", []) for _ in range(holders)]
+        try:
+            async with trio.open_nursery() as nursery:
+                queued = trio.CancelScope()
+
+                async def queue_behind_holders() -> None:
+                    with queued:
+                        late = await upstream.open("GET", "/queued", [("X-Probe", "queued")])
+                        await late.aclose()
+
+                nursery.start_soon(queue_behind_holders)
+                while phase_of(upstream, "queued", False) != "pool wait":
+                    await trio.sleep(0.001)
+
+                async def cancel_queued(passes: int) -> None:
+                    for _ in range(passes):
+                        await trio.lowlevel.checkpoint()
+                    queued.cancel()
+
+                nursery.start_soon(cancel_queued, rng.randrange(4))
+                nursery.start_soon(responses.pop().aclose)
+        finally:
+            with trio.CancelScope(shield=True):
+                for response in responses:
+                    await response.aclose()
+
+
+async def test_cancelled_relays_under_pool_contention_leak_no_pool_slots(
+    nursery: trio.Nursery,
+) -> None:
+    pool_size = 3
+    origin = await start_slow_head_upstream(nursery, HEAD_DELAY_S)
+    rng = random.Random(1093)
+    leaked_after_round: list[int] = []
+    stranded = 0
+    phases: Counter[str] = Counter()
+    async with Upstream(small_pool_config(origin.url, pool_size)) as upstream:
+        for _ in range(ROUNDS):
+            report = await run_cancellation_round(upstream, rng)
+            phases += report.phases
+            stranded += report.stranded
+            leaked_after_round.append(len(stuck_connections(upstream)))
+            assert upstream.open_connections() <= pool_size
+
+        # The rounds must have hit every part of the header phase, or they prove little.
+        assert phases["pool wait"] > 0
+        assert phases["head wait"] > 0
+        assert leaked_after_round == [0] * ROUNDS, (
+            f"pool slots stuck CONNECTING after each round: {leaked_after_round} "
+            f"(pool size {pool_size}); cancellations by phase: {dict(phases)}; "
+            f"uncancelled requests left without a response: {stranded}; "
+            f"pool: {pool_of(upstream).connections}"
+        )
+        assert stranded == 0
+
+        # Then the race itself, many times; a leaked slot cannot be reused, so fewer holders.
+        trials = 0
+        while trials < COLLISION_TRIALS and (free := pool_size - len(stuck_connections(upstream))):
+            await run_collision_trial(upstream, free, rng)
+            trials += 1
+        leaked = len(stuck_connections(upstream))
+        assert leaked == 0, (
+            f"{leaked} of {pool_size} pool slots stuck CONNECTING after {trials} collisions "
+            f"of a cancellation with a freed slot: {pool_of(upstream).connections}"
+        )
+
+        # And the pool still works: a PoolTimeout here (UpstreamUnavailable) means leaked slots.
+        with trio.fail_after(2 * HEAD_DELAY_S + 0.5):
+            response = await upstream.open("GET", "/after", [])
+            try:
+                assert response.status_code == 200
+                assert await response.aread() == BODY
+            finally:
+                await response.aclose()
+        assert upstream.open_connections() <= pool_size
+
+
+async def test_cancellations_while_connecting_leak_no_pool_slots(nursery: trio.Nursery) -> None:
+    """Requests cancelled inside a slow TCP connect, or queued behind one, give their slots back.
+
+    The upstream listens with a backlog of 0 and accepts nothing at first: once one connection
+    fills its accept queue, Linux drops further SYNs, so connects hang (the retransmit comes
+    after 1 s). Then it starts accepting, and a request must succeed at once.
+    """
+    pool_size, probes = 2, 10
+    origin = SlowHeadUpstream(HEAD_DELAY_S)
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    origin.port = sock.getsockname()[1]
+    with trio.fail_after(1):
+        filler = await trio.open_tcp_stream("127.0.0.1", origin.port)
+    with trio.move_on_after(0.05) as probe_scope:
+        await (await trio.open_tcp_stream("127.0.0.1", origin.port)).aclose()
+    assert probe_scope.cancelled_caught, "connects must hang for this test to mean anything"
+
+    rng = random.Random(3986)
+    phases: Counter[str] = Counter()
+    async with Upstream(small_pool_config(origin.url, pool_size)) as upstream:
+        for _ in range(ROUNDS):
+            with trio.fail_after(2):
+                async with trio.open_nursery() as requests:
+                    for index in range(probes):
+                        requests.start_soon(upstream.open, "GET", "/c", [("X-Probe", str(index))])
+                    await trio.sleep(rng.uniform(0.005, 0.02))
+                    for index in range(probes):
+                        phases[phase_of(upstream, str(index), False)] += 1
+                    requests.cancel_scope.cancel()
+            assert not stuck_connections(upstream), pool_of(upstream).connections
+            assert upstream.open_connections() <= pool_size
+        assert phases["connecting"] >= ROUNDS * pool_size
+        assert phases["pool wait"] > 0
+
+        await filler.aclose()
+        await nursery.start(trio.serve_listeners, origin.handle, [trio.SocketListener(sock)])
+        with trio.fail_after(2 * HEAD_DELAY_S + 0.5):
+            response = await upstream.open("GET", "/after", [])
+            try:
+                assert await response.aread() == BODY
+            finally:
+                await response.aclose()
+
+
+# --- through the proxy, over real sockets ----------------------------------------------------
+
+
+class RecordingUpstream(Upstream):
+    """The real Upstream, remembered so the test can look into the proxy's pool."""
+
+    instances: list[Upstream] = []
+
+    def __init__(self, config: ProxyConfig) -> None:
+        super().__init__(config)
+        RecordingUpstream.instances.append(self)
+
+
+async def read_head(stream: trio.SocketStream) -> bytes:
+    """A response head from a raw client connection (the body that follows is left unread)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = await stream.receive_some(65536)
+        assert chunk, f"connection closed before a response head: {received!r}"
+        received += chunk
+    return received.partition(b"\r\n\r\n")[0]
+
+
+async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients of the proxy leave while their relays wait for the pool or for the head.
+
+    First rounds of many clients leaving at random moments and then all at once; then the race
+    of issue 1093 aimed at: a client whose relay holds the only slot leaves, and a client whose
+    relay queues behind it leaves 0-5 scheduler passes later (the proxy runs in this test's
+    trio loop, so passes are counted exactly).
+    """
+    pool_size, clients, rounds, collisions = 2, 12, 5, 30
+    monkeypatch.setattr(RecordingUpstream, "instances", [])
+    monkeypatch.setattr(proxy, "Upstream", RecordingUpstream)
+    # Slow enough that no relay gets its head before the round ends: every client leaves
+    # during the header phase.
+    origin = await start_slow_head_upstream(nursery, 0.5)
+    config = small_pool_config(origin.url, pool_size)
+    proxy_url = await start_app(nursery, proxy.create_app(config), config)
+    (upstream,) = RecordingUpstream.instances
+    pool = pool_of(upstream)
+    host, port = proxy_url.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /slow HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    rng = random.Random(9110)
+    leaked_after_round: list[int] = []
+
+    for _ in range(rounds):
+        streams = []
+        with trio.fail_after(5):
+            for _ in range(clients):
+                stream = await trio.open_tcp_stream(host, int(port))
+                await stream.send_all(request)
+                streams.append(stream)
+            # Every relay is in the header phase: pool_size wait for their head, others queue.
+            while len(pool._requests) < clients:
+                await trio.sleep(0.002)
+            rng.shuffle(streams)
+            # A few leave one by one at random moments, the rest all at once (a seek storm).
+            for stream in streams[: clients // 3]:
+                await trio.sleep(rng.uniform(0, 0.02))
+                await stream.aclose()
+            for stream in streams[clients // 3 :]:
+                stream.socket.close()
+            while pool._requests:
+                await trio.sleep(0.002)
+        leaked_after_round.append(len(stuck_connections(upstream)))
+        assert upstream.open_connections() <= pool_size
+
+    assert leaked_after_round == [0] * rounds, (
+        f"proxy pool slots stuck CONNECTING after each round: {leaked_after_round} "
+        f"(pool size {pool_size}); pool: {pool.connections}"
+    )
+
+    async def connect(target: str) -> trio.SocketStream:
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        return stream
+
+    trials = 0
+    while trials < collisions and not stuck_connections(upstream):
+        with trio.fail_after(2):
+            holders = [await connect("/stream") for _ in range(pool_size)]
+            for holder in holders:
+                assert (await read_head(holder)).startswith(b"HTTP/1.1 200")
+            queued = await connect("/slow")
+            while len(pool._requests) <= pool_size:
+                await trio.sleep(0.001)
+            holders[0].socket.close()
+            for _ in range(rng.randrange(6)):
+                await trio.lowlevel.checkpoint()
+            queued.socket.close()
+            for holder in holders[1:]:
+                await holder.aclose()
+            while pool._requests:
+                await trio.sleep(0.001)
+        trials += 1
+    assert not stuck_connections(upstream), (
+        f"proxy pool slots stuck CONNECTING after {trials} collisions: {pool.connections}"
+    )
+    with trio.fail_after(0.5 + 1.0):
+        async with httpx.AsyncClient() as client:
+            response = await client.get(proxy_url + "/after")
+    assert response.status_code == 200, response.text
+    assert response.content == BODY
