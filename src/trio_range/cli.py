@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from trio_range.config import (
     load,
 )
 from trio_range.errors import ConfigError, TrioRangeError
+from trio_range.serving import run_until_signalled, serve_app
 
 log = logging.getLogger("trio_range")
 
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(demo, OriginConfig, prefix="origin_")
     _add_config_flags(demo, ProxyConfig, prefix="proxy_")
 
+    commands.add_parser("settings", help="print every setting as a Markdown table")
+
     make_media = commands.add_parser(
         "make-media", help="write a large deterministic test file (for benchmarks)"
     )
@@ -95,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     make_media.add_argument("--seed", type=int, default=0)
     make_media.add_argument("path", type=Path)
     return parser
+
+
+def settings_table() -> str:
+    """Every setting of both servers as Markdown rows (the README's configuration table)."""
+    rows = [
+        "| server | flag | environment variable | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for cls, role in ((OriginConfig, "origin"), (ProxyConfig, "proxy")):
+        for field in dataclasses.fields(cls):
+            default = field.default if field.default != "" else "(empty)"
+            rows.append(
+                f"| {role} | `{flag_name(field.name)}` | `{env_name(cls, field.name)}` "
+                f"| `{default}` | {field.metadata.get('help', '')} |"
+            )
+    return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "settings":
+        print(settings_table())
+        return 0
     if args.command == "make-media":
         from trio_range.media_files import parse_size, write_deterministic_file
 
@@ -133,27 +156,33 @@ def _run(args: argparse.Namespace) -> int:
 
         origin_config = load(OriginConfig, os.environ, _overrides(args, OriginConfig, "origin_"))
         proxy_config = load(ProxyConfig, os.environ, _overrides(args, ProxyConfig, "proxy_"))
-        trio.run(run_demo, origin_config, proxy_config)
+        trio.run(run_until_signalled, partial(run_demo, origin_config, proxy_config))
         return 0
     raise AssertionError(args.command)
 
 
 async def _serve_origin(config: OriginConfig) -> None:
     from trio_range.origin import create_app
-    from trio_range.serving import serve_app
 
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(serve_app, create_app(config), config)
+    app = create_app(config)
+
+    async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
+        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
         log.info("origin serving %s on %s", config.media_dir, " ".join(urls))
+
+    await run_until_signalled(start)
 
 
 async def _serve_proxy(config: ProxyConfig) -> None:
     from trio_range.proxy import create_app
-    from trio_range.serving import serve_app
 
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(serve_app, create_app(config), config)
+    app = create_app(config)
+
+    async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
+        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
         log.info("proxy relaying to %s on %s", config.upstream, " ".join(urls))
+
+    await run_until_signalled(start)
 
 
 if __name__ == "__main__":

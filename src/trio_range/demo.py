@@ -1,12 +1,14 @@
 """``trio-range demo``: origin and proxy in one process, one ``trio.run``, one nursery.
 
-The proxy's upstream is the origin this process started, whatever port it got. Ctrl-C
-cancels the nursery, which stops both servers.
+The proxy's upstream is the origin this process started, whatever port it got. Ctrl-C (or
+SIGTERM) stops both gracefully; a second one stops them at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -29,12 +31,18 @@ Ctrl-C stops both.
 """
 
 
-async def run_demo(origin_config: OriginConfig, proxy_config: ProxyConfig) -> None:
-    async with trio.open_nursery() as nursery:
-        origin_urls = await nursery.start(serve_app, create_origin(origin_config), origin_config)
-        proxy_config = dataclasses.replace(proxy_config, upstream=origin_urls[0])
-        proxy_urls = await nursery.start(serve_app, create_proxy(proxy_config), proxy_config)
-        print(
-            TOUR.format(origin=origin_urls[0], proxy=proxy_urls[0], media=origin_config.media_dir),
-            flush=True,
-        )
+async def run_demo(
+    origin_config: OriginConfig,
+    proxy_config: ProxyConfig,
+    nursery: trio.Nursery,
+    stop: Callable[[], Awaitable[None]],
+) -> None:
+    """Start the origin, then the proxy in front of it, in ``nursery``; both stop on ``stop``."""
+    serve = partial(serve_app, shutdown_trigger=stop)
+    origin_urls = await nursery.start(serve, create_origin(origin_config), origin_config)
+    proxy_config = dataclasses.replace(proxy_config, upstream=origin_urls[0])
+    proxy_urls = await nursery.start(serve, create_proxy(proxy_config), proxy_config)
+    print(
+        TOUR.format(origin=origin_urls[0], proxy=proxy_urls[0], media=origin_config.media_dir),
+        flush=True,
+    )

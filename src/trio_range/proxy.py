@@ -150,7 +150,11 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
             upstream_http_version=response.http_version.removeprefix("HTTP/"),
         ):
             relayed.headers.add(name, value)
-        exchange.range_outcome = _range_outcome(response.status_code, relayed.headers)
+        exchange.range_outcome = range_outcome_label(
+            any(name.lower() == "range" for name, _ in headers),
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+        )
         return relayed
 
     async def conflict(target: str, headers: list[tuple[str, str]]) -> Response:
@@ -213,10 +217,12 @@ def _parses_differently(range_header: str, query_specs: object) -> bool:
         return False
 
 
-def _range_outcome(status: int, headers: object) -> str:
+def range_outcome_label(asked: bool, status: int, content_type: str) -> str:
+    """How the upstream treated the Range, in the words of the statistics."""
     if status == 206:
-        content_type = getattr(headers, "get")("Content-Type", "")
         return "multi" if content_type.startswith("multipart/byteranges") else "single"
     if status == 416:
         return "unsatisfiable"
+    if asked and status == 200:
+        return "ignored"
     return "none"

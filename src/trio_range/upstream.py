@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, aclosing, contextmanager
 from typing import Any, cast
 
 import httpx2 as httpx
+import trio
 
 from trio_range.config import ProxyConfig
 from trio_range.connection import StreamAborted
@@ -70,6 +71,7 @@ class Upstream:
 
     def __init__(self, config: ProxyConfig) -> None:
         self.base_url = config.upstream.rstrip("/")
+        self.response_timeout_s = config.response_timeout_s
         self._stack = AsyncExitStack()
         transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(
@@ -116,16 +118,23 @@ class Upstream:
         reused connection before any response byte is retried once on a fresh one.
         """
         request = self._client.build_request(method, self.base_url + target, headers=headers)
-        with map_upstream_errors(stats_error):
-            try:
-                return await self._client.send(request, stream=True)
-            except httpx.TimeoutException:
-                raise
-            except httpx.HTTPError as error:
-                if not _is_stale_connection(error):
+        try:
+            # The deadline covers the pool wait, connect, send and the response head. Cancelling
+            # there is safe with httpcore2, which reclaims the half-made connection.
+            with trio.fail_after(self.response_timeout_s), map_upstream_errors(stats_error):
+                try:
+                    return await self._client.send(request, stream=True)
+                except httpx.TimeoutException:
                     raise
-                log.info("retrying %s %s once after %r", method, target, error)
-                return await self._client.send(request, stream=True)
+                except httpx.HTTPError as error:
+                    if not _is_stale_connection(error):
+                        raise
+                    log.info("retrying %s %s once after %r", method, target, error)
+                    return await self._client.send(request, stream=True)
+        except trio.TooSlowError:
+            if stats_error is not None:
+                stats_error("timeout")
+            raise UpstreamTimeout(f"no response head within {self.response_timeout_s} s") from None
 
 
 async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncIterator[bytes]:
