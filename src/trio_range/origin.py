@@ -20,6 +20,7 @@ from quart import Response, request
 
 from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
+from trio_range.errors import ConfigError
 from trio_range.connection import RangeApp, current_exchange
 from trio_range.media_folder import MediaFolder, OpenFile, content_type_for, iter_file_range
 from trio_range.ranges import ByteRange, RangeLimits, RangeOutcome
@@ -70,6 +71,8 @@ def create_app(config: OriginConfig | None = None) -> RangeApp:
     """The origin app; without ``config`` it is read from the environment."""
     if config is None:
         config = load(OriginConfig, os.environ)
+    if not config.media_dir.is_dir():
+        raise ConfigError(f"media_dir {config.media_dir} is not a directory")
     folder = MediaFolder.at(config.media_dir)
     limits = RangeLimits(max_ranges=config.max_ranges)
     app = RangeApp(__name__)

@@ -1,0 +1,164 @@
+"""The ``trio-range`` command and the Hypercorn launch, as users run them: real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from trio_range.cli import settings_table
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIO_RANGE = [sys.executable, "-m", "trio_range.cli"]
+URL = re.compile(rb"http://127\.0\.0\.1:\d+")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIO_RANGE, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["origin", "--prot", "1"], {}, "unrecognized arguments: --prot"),
+        (["origin", "--port", "eighty"], {}, "not a valid int"),
+        (["origin", "--port", "70000"], {}, "port must be 0..65535"),
+        (["origin"], {"TRIO_RANGE_ORIGIN_PROT": "1"}, "unknown setting TRIO_RANGE_ORIGIN_PROT"),
+        (["proxy", "--upstream", "ftp://x"], {}, "upstream must be an http"),
+        (["origin", "--media-dir", "/nonexistent/media"], {}, "is not a directory"),
+        (["make-media", "--size", "lots", "/tmp/x"], {}, "error"),
+    ],
+)
+async def test_bad_options_fail_with_one_line_not_a_traceback(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = await trio.to_thread.run_sync(lambda: run_cli(*args, env=env))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+async def start_process(
+    nursery: trio.Nursery, command: list[str], env: dict[str, str] | None = None
+) -> tuple[trio.Process, list[str]]:
+    """Start ``command``, and return it with the URLs it printed once it is serving."""
+    process = await trio.lowlevel.open_process(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    output = b""
+    with trio.fail_after(20):
+        while b"Running on" not in output or (
+            b"demo" in " ".join(command).encode() and b"Ctrl-C stops both" not in output
+        ):
+            chunk = await process.stdout.receive_some(65536)
+            assert chunk, output.decode(errors="replace")
+            output += chunk
+    return process, [url.decode() for url in URL.findall(output)]
+
+
+async def stop_gracefully(process: trio.Process, signum: int) -> int:
+    process.send_signal(signum)
+    with trio.fail_after(15):
+        return await process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_demo_serves_origin_and_proxy_and_stops_cleanly(
+    nursery: trio.Nursery, signum: int
+) -> None:
+    process, urls = await start_process(
+        nursery, [*TRIO_RANGE, "demo", "--origin-port", "0", "--proxy-port", "0"]
+    )
+    try:
+        origin, proxy = urls[0], urls[1]
+        async with httpx.AsyncClient() as client:
+            head = await client.head(proxy + "/")
+            ranged = await client.get(proxy + "/?range=20-345")
+            listing = await client.get(origin + "/media/")
+        assert head.status_code == 200
+        assert head.headers["accept-ranges"] == "bytes"
+        assert head.headers["via"] == "1.1 trio-range"
+        assert ranged.status_code == 206
+        assert len(ranged.content) == 326
+        assert {entry["name"] for entry in listing.json()} >= {"sample.mp4", "sample.webm"}
+    finally:
+        code = await stop_gracefully(process, signum)
+    assert code == 0
+
+
+@pytest.mark.parametrize("module", ["origin", "proxy"])
+async def test_hypercorn_launches_the_apps_from_environment(
+    nursery: trio.Nursery, module: str, tmp_path: Path
+) -> None:
+    (tmp_path / "clip.bin").write_bytes(b"0123456789")
+    env = {
+        "TRIO_RANGE_ORIGIN_MEDIA_DIR": str(tmp_path),
+        "TRIO_RANGE_ORIGIN_DEFAULT_FILE": "clip.bin",
+    }
+    origin, urls = await start_process(
+        nursery,
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "-k",
+            "trio",
+            "-b",
+            "127.0.0.1:0",
+            "trio_range.origin:create_app()",
+        ],
+        env,
+    )
+    processes = [origin]
+    try:
+        target = urls[0]
+        if module == "proxy":
+            proxy, proxy_urls = await start_process(
+                nursery,
+                [
+                    sys.executable,
+                    "-m",
+                    "hypercorn",
+                    "-k",
+                    "trio",
+                    "-b",
+                    "127.0.0.1:0",
+                    "trio_range.proxy:create_app()",
+                ],
+                {"TRIO_RANGE_PROXY_UPSTREAM": urls[0]},
+            )
+            processes.append(proxy)
+            target = proxy_urls[0]
+        async with httpx.AsyncClient() as client:
+            response = await client.get(target + "/", headers={"Range": "bytes=2-4"})
+        assert response.status_code == 206
+        assert response.content == b"234"
+    finally:
+        for process in processes:
+            await stop_gracefully(process, signal.SIGTERM)
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [row for row in settings_table().splitlines() if row not in readme]
+    assert not missing, "README.md lacks rows of `trio-range settings`:\n" + "\n".join(missing)
