@@ -202,6 +202,22 @@ def run_server(
     ready_timeout_s: float = 20.0,
 ) -> Iterator[Server]:
     """Start ``argv``, wait until it answers ``GET ready_path``, and stop it on exit."""
+    server = spawn_server(name, argv, host=host, port=port, log_path=log_path)
+    try:
+        wait_until_serving(server, ready_path, ready_timeout_s)
+        yield server
+    finally:
+        stop(server.process)
+
+
+def spawn_server(
+    name: str, argv: Sequence[str], *, host: str, port: int, log_path: pathlib.Path
+) -> Server:
+    """Start ``argv`` without waiting for it; the caller waits (``wait_until_serving``) and stops.
+
+    For callers that cannot block while the server starts, e.g. a trio program whose own
+    in-process server must answer the readiness request (wait in ``trio.to_thread``).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         # Its own session, so stopping it also stops any worker processes it forked.
@@ -212,12 +228,7 @@ def run_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(name, process, host, port, log_path)
-    try:
-        wait_until_serving(server, ready_path, ready_timeout_s)
-        yield server
-    finally:
-        stop(process)
+    return Server(name, process, host, port, log_path)
 
 
 def wait_until_serving(server: Server, path: str, timeout_s: float) -> None:
@@ -266,13 +277,75 @@ def find_nginx() -> str | None:
 
 
 def write_nginx_conf(
-    directory: pathlib.Path, *, host: str, port: int, media_dir: pathlib.Path
+    directory: pathlib.Path,
+    *,
+    host: str,
+    port: int,
+    media_dir: pathlib.Path,
+    worker_connections: int = 64,
 ) -> pathlib.Path:
     """A one-process nginx serving ``media_dir`` at ``/media/``, as the origin does.
 
     Every path nginx might write (pid, temp files) lies inside ``directory``, so it runs
     unprivileged and leaves nothing behind.
     """
+    return _write_nginx_conf(
+        directory,
+        worker_connections,
+        f"""\
+    sendfile on;
+    server {{
+        listen {host}:{port};
+        keepalive_requests 1000000;
+        location /media/ {{ alias {media_dir.resolve()}/; }}
+    }}
+""",
+    )
+
+
+def write_nginx_proxy_conf(
+    directory: pathlib.Path,
+    *,
+    host: str,
+    port: int,
+    upstream_port: int,
+    worker_connections: int = 1024,
+    keepalive_connections: int = 64,
+) -> pathlib.Path:
+    """A one-process nginx relaying every path to ``host:upstream_port``, streaming.
+
+    ``proxy_buffering off``: nginx relays what it reads at once, through one
+    ``proxy_buffer_size`` buffer, and never spools a response to a temporary file, which is how
+    trio_range's proxy streams. Upstream connections are kept alive (HTTP/1.1, no
+    ``Connection: close``), as trio_range's pool keeps them. Range and If-Range are passed
+    through untouched by default.
+    """
+    return _write_nginx_conf(
+        directory,
+        worker_connections,
+        f"""\
+    upstream benchmark_upstream {{
+        server {host}:{upstream_port};
+        keepalive {keepalive_connections};
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {host}:{port};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://benchmark_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+""",
+    )
+
+
+def _write_nginx_conf(
+    directory: pathlib.Path, worker_connections: int, servers: str
+) -> pathlib.Path:
     directory.mkdir(parents=True, exist_ok=True)
     temp = {name: directory / name for name in ("client_body", "proxy", "fastcgi")}
     for path in temp.values():
@@ -285,19 +358,14 @@ master_process off;
 worker_processes 1;
 error_log stderr;
 pid {directory / "nginx.pid"};
-events {{ worker_connections 64; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
-    sendfile on;
     default_type application/octet-stream;
     client_body_temp_path {temp["client_body"]};
     proxy_temp_path {temp["proxy"]};
     fastcgi_temp_path {temp["fastcgi"]};
-    server {{
-        listen {host}:{port};
-        location /media/ {{ alias {media_dir.resolve()}/; }}
-    }}
-}}
+{servers}}}
 """
     )
     return conf
