@@ -224,6 +224,10 @@ class _ObservedSend:
                 return
             if body:
                 await self._send(message)
+                # When the client has gone, Hypercorn's send returns normally and drops the
+                # bytes, having posted http.disconnect: let the watcher run (and cancel us)
+                # before counting, so bytes_sent counts only what reached the socket.
+                await trio.lowlevel.checkpoint()
                 if exchange.first_byte_at is None:
                     exchange.first_byte_at = trio.current_time()
                 exchange.bytes_sent += len(body)

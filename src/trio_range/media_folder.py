@@ -16,7 +16,7 @@ import dataclasses
 import mimetypes
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import trio
@@ -153,7 +153,7 @@ async def read_at(file: OpenFile, offset: int, length: int) -> bytes:
 
 async def iter_file_range(
     file: OpenFile, start: int, length: int, chunk_size: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """The bytes ``[start, start + length)`` of ``file`` in chunks of at most ``chunk_size``.
 
     Raises StreamAborted if the file ends early (it shrank while being sent): the headers

@@ -14,14 +14,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import trio
 from quart import Response, request
 
 from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
-from trio_range.errors import ConfigError
 from trio_range.connection import RangeApp, current_exchange
+from trio_range.errors import ConfigError
 from trio_range.media_folder import MediaFolder, OpenFile, content_type_for, iter_file_range
 from trio_range.ranges import ByteRange, RangeLimits, RangeOutcome
 from trio_range.response_plan import Representation, ResponsePlan, plan_response
@@ -39,8 +40,13 @@ async def _body(
         if isinstance(segment, bytes):
             yield segment
         else:
-            async for data in iter_file_range(file, segment.start, segment.length, chunk_size):
-                yield data
+            # aclosing: when the client leaves, this generator is closed at its yield, and the
+            # inner one must be closed with it, not left to the garbage collector.
+            async with aclosing(
+                iter_file_range(file, segment.start, segment.length, chunk_size)
+            ) as chunks:
+                async for data in chunks:
+                    yield data
 
 
 def _response(plan: ResponsePlan, body: object) -> Response:
