@@ -23,7 +23,9 @@ from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
 from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import ConfigError
+from trio_range.guards import install_request_guards
 from trio_range.media_folder import MediaFolder, OpenFile, content_type_for, iter_file_range
+from trio_range.player import install_player
 from trio_range.ranges import ByteRange, RangeLimits, RangeOutcome
 from trio_range.response_plan import Representation, ResponsePlan, plan_response
 from trio_range.server_common import install_common_routes, json_response, not_found
@@ -84,6 +86,8 @@ def create_app(config: OriginConfig | None = None) -> RangeApp:
     app = RangeApp(__name__)
     app.config["TRIO_RANGE"] = config
     install_common_routes(app, role="origin", access_log=config.access_log)
+    install_request_guards(app, config)
+    install_player(app)
 
     async def serve_file(relative: str) -> Response:
         file = await trio.to_thread.run_sync(folder.open, relative)
