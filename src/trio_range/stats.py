@@ -284,10 +284,12 @@ class MemoryStatsStore:
         key = (method, exchange.status)
         self._requests[key] = self._requests.get(key, 0) + 1
         self._bytes_sent += exchange.bytes_sent
-        if exchange.range_outcome in self._ranges:
-            self._ranges[exchange.range_outcome] += 1
+        # The range categories are disjoint: a Range ignored because its If-Range failed counts
+        # as if_range_failed only, so "ignored" means invalid or over the limits.
         if exchange.if_range_failed:
             self._if_range_failed += 1
+        elif exchange.range_outcome in self._ranges:
+            self._ranges[exchange.range_outcome] += 1
         if exchange.first_byte_at is not None:
             self._ttfb.observe(exchange.first_byte_at - exchange.started_at)
         if exchange.finished_at is not None:
