@@ -8,6 +8,8 @@ declare -A wanted=(
   [nginx]=nginx-light
   [curl]=curl
   [wget]=wget
+  # tests/test_stats.py renders the dashboard page in headless Chromium.
+  [chromium]=chromium
 )
 
 missing=()
