@@ -10,6 +10,9 @@ declare -A wanted=(
   [wget]=wget
   # tests/test_stats.py renders the dashboard page in headless Chromium.
   [chromium]=chromium
+  # tests/test_real_clients.py reads and seeks the video over HTTP; test_player.py makes a long clip.
+  [ffmpeg]=ffmpeg
+  [ffprobe]=ffmpeg
 )
 
 missing=()
