@@ -37,6 +37,16 @@ class ServerConfig:
     keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
     chunk_size_bytes: int = _field(512 * 1024, "body bytes read and sent per step")
     access_log: bool = _field(True, "write one structured log line per request")
+    max_connections: int = _field(1000, "open client connections at most (503 past it)")
+    max_streams: int = _field(256, "requests in flight at most (503 with Retry-After past it)")
+    max_header_bytes: int = _field(16384, "request line and headers at most (431 past it)")
+    backlog: int = _field(128, "pending connections the kernel queues")
+    shutdown_grace_s: float = _field(
+        10.0, "on SIGTERM/Ctrl-C, let in-flight requests run this long"
+    )
+    send_stall_timeout_s: float = _field(
+        300.0, "abort a client that accepts no data for this long (a paused video may stall)"
+    )
     stats_path: str = _field(
         "/stats", "usage statistics: JSON, or a dashboard for browsers ('' = off)"
     )
@@ -51,6 +61,13 @@ class ServerConfig:
         """Reject values that cannot work, with a message naming the field."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
+        for name in ("max_connections", "max_streams", "backlog"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1024 <= self.max_header_bytes <= 1024 * 1024:
+            raise ConfigError(f"max_header_bytes must be 1 KiB..1 MiB, got {self.max_header_bytes}")
+        if self.send_stall_timeout_s < 1:
+            raise ConfigError(f"send_stall_timeout_s must be >= 1, got {self.send_stall_timeout_s}")
         if self.chunk_size_bytes < 1024 or self.chunk_size_bytes > 64 * 1024 * 1024:
             raise ConfigError(
                 f"chunk_size_bytes must be 1 KiB..64 MiB, got {self.chunk_size_bytes}"

@@ -120,11 +120,13 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         )
         complete = trio.Event()
         token = _current.set(exchange)
+        self.app.in_flight += 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_disconnect, nursery, request, receive, complete)
                 nursery.start_soon(self._respond, nursery, request, send, exchange, complete)
         finally:
+            self.app.in_flight -= 1
             _current.reset(token)
             with trio.CancelScope(shield=True) as cleanup:
                 cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
@@ -259,8 +261,13 @@ class RangeApp(QuartTrio):
     asgi_http_class = RangeHTTPConnection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No /static/<path> route: the package's static files are served by their own routes,
+        # and on the proxy every other path belongs to the upstream.
+        kwargs.setdefault("static_folder", None)
         super().__init__(*args, **kwargs)
         # Quart cuts every response longer than RESPONSE_TIMEOUT (60 s by default); streams of
         # media legitimately last longer. RangeHTTPConnection ignores it; None documents that.
         self.config["RESPONSE_TIMEOUT"] = None
         self.observer: ExchangeObserver = _NullObserver()
+        # Requests being handled now (trio-safe: changed only synchronously).
+        self.in_flight = 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from quart import Response, request
@@ -28,6 +28,7 @@ from trio_range.config import ProxyConfig, load
 from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import RangeParseError, UpstreamError
 from trio_range.forwarding import request_headers_for_upstream, response_headers_for_client
+from trio_range.guards import install_request_guards
 from trio_range.ranges import format_range_header, parse_query_range, parse_range_header
 from trio_range.server_common import install_common_routes, plain
 from trio_range.upstream import Upstream, relay_body
@@ -69,11 +70,12 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
     app = RangeApp(__name__)
     app.config["TRIO_RANGE"] = config
     stats = install_common_routes(app, role="proxy", access_log=config.access_log)
+    install_request_guards(app, config)
     upstream = Upstream(config)
     upstream_host = urlsplit(config.upstream).netloc
 
     @app.while_serving
-    async def hold_upstream_client() -> AsyncIterator[None]:
+    async def hold_upstream_client() -> AsyncGenerator[None]:
         # One client (one connection pool) for the app's lifetime, closed at shutdown.
         async with upstream:
             stats.open_upstream_connections = upstream.open_connections

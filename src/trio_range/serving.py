@@ -1,14 +1,23 @@
-"""Running an app under Hypercorn's trio worker, from our configuration."""
+"""Running an app on Hypercorn's trio worker: limits, graceful shutdown, signals."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
+import struct
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import wrap_app
 
 from trio_range.config import ProxyConfig, ServerConfig
 from trio_range.connection import RangeApp
@@ -22,6 +31,8 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.keep_alive_timeout = config.keep_alive_timeout_s
+    hc.graceful_timeout = config.shutdown_grace_s
+    hc.h11_max_incomplete_size = config.max_header_bytes
     # Our own access log line carries range, bytes and outcome; Hypercorn's would repeat it.
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
@@ -29,6 +40,101 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     # A proxy relays the upstream's Date (and adds its own only to its local answers).
     hc.include_date_header = not isinstance(config, ProxyConfig)
     return hc
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection handler, ending when the client has closed.
+
+    Stock Hypercorn keeps the connection's task (and the connection's place in any count)
+    until its keep-alive timer runs out, even after the client closed the connection: reading
+    EOF does not stop the timer. Stopping it lets the task end with the client.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
+class ConnectionRegistry:
+    """The open client connections of one server: counted, limited, and abortable.
+
+    Hypercorn has no write timeout and shields its socket writes, so a client that stops
+    reading holds its connection task for as long as the kernel keeps the socket. Two things
+    bound that here: ``TCP_USER_TIMEOUT`` (the send-stall timeout, set on the listening socket
+    and inherited by every accepted one) while the server runs, and :meth:`abort_all` when the
+    shutdown grace period has passed, which resets every remaining socket so that each blocked
+    write fails at once and its task ends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: set[trio.SocketStream] = set()
+        self.refused = 0
+
+    async def handle(
+        self, stream: trio.SocketStream, serve_connection: Callable[[trio.SocketStream], Any]
+    ) -> None:
+        if len(self.open) >= self.limit:
+            self.refused += 1
+            await _refuse(stream)
+            return
+        self.open.add(stream)
+        try:
+            await serve_connection(stream)
+        finally:
+            self.open.discard(stream)
+
+    def abort_all(self) -> int:
+        """Reset every open connection (RST, not FIN: the client sees an aborted transfer)."""
+        aborted = 0
+        for stream in list(self.open):
+            sock = stream.socket
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                continue
+            aborted += 1
+        return aborted
+
+
+_OVERLOADED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n"
+)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """Answer 503 on a connection over the limit, without parsing it, and close it."""
+    with trio.move_on_after(1), suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(_OVERLOADED)
+        await stream.send_eof()
+        # Read what the client sent before closing: closing with unread data would reset the
+        # connection, and the reset can destroy the 503 before the client reads it.
+        while await stream.receive_some(65536):
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+def _listening_socket(config: ServerConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Inherited by accepted sockets: unacknowledged data (a client that stopped reading
+            # without closing) aborts the connection after this long.
+            sock.setsockopt(
+                socket.IPPROTO_TCP,
+                socket.TCP_USER_TIMEOUT,
+                int(config.send_stall_timeout_s * 1000),
+            )
+        sock.bind((config.host, config.port))
+        sock.listen(config.backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve_app(
@@ -41,12 +147,78 @@ async def serve_app(
     """Serve ``app`` until cancelled or ``shutdown_trigger`` returns; reports the bound URLs.
 
     Usage: ``urls = await nursery.start(serve_app, app, config)``. With ``port=0`` the kernel
-    picks a free port and the reported URL says which. When ``shutdown_trigger`` returns, the
-    server stops accepting and gives in-flight requests Hypercorn's graceful timeout.
+    picks a free port and the reported URL says which.
+
+    This is Hypercorn's trio worker loop (``hypercorn.trio.run.worker_serve``) with our own
+    accept handler: it limits concurrent connections, and when ``shutdown_trigger`` returns it
+    stops accepting, closes idle keep-alive connections, lets in-flight requests run for
+    ``shutdown_grace_s``, then cancels the rest and resets their sockets.
     """
-    await serve(
-        app, hypercorn_config(config), shutdown_trigger=shutdown_trigger, task_status=task_status
+    hc = hypercorn_config(config)
+    asgi = wrap_app(app, hc.wsgi_max_body_size, "asgi")
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(asgi, hc, lifespan_state)
+    context = WorkerContext(None)
+    registry = ConnectionRegistry(config.max_connections)
+    app.extensions["trio_range.connections"] = registry
+    listening = _listening_socket(config)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
+    host, port = listening.getsockname()[:2]
+    url = (
+        f"http://[{host}]:{port}"
+        if listening.family == socket.AF_INET6
+        else f"http://{host}:{port}"
     )
+
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        # TCPServer is typed for TLS streams but takes a plain SocketStream (it checks).
+        await _TCPServer(
+            asgi,
+            hc,
+            context,
+            ConnectionState(lifespan_state.copy()),
+            stream,  # type: ignore[arg-type]
+        )
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            log.info("Running on %s (Ctrl-C to stop)", url)
+            task_status.started([url])
+            try:
+                async with listener, trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            partial(registry.handle, serve_connection=serve_connection),
+                            [listener],
+                            handler_nursery=connections,
+                        )
+                    )
+                    if shutdown_trigger is None:
+                        await trio.sleep_forever()
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                # Idle keep-alive connections close now (their idle task watches this event);
+                # in-flight requests get the grace period, then are cancelled and reset.
+                await context.terminated.set()
+                deadline = trio.current_time() + config.shutdown_grace_s
+                connections.cancel_scope.deadline = deadline
+                lifespan_nursery.start_soon(_abort_after, registry, deadline, connections)
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+async def _abort_after(
+    registry: ConnectionRegistry, deadline: float, connections: trio.Nursery
+) -> None:
+    """At the grace deadline, reset connections whose shielded writes ignore cancellation."""
+    await trio.sleep_until(deadline)
+    aborted = registry.abort_all()
+    if aborted:
+        log.warning("grace period over: aborted %d connection(s)", aborted)
 
 
 async def stop_on_signals(
