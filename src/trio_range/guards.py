@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 
 from quart import Response, request
+from werkzeug.routing import RequestRedirect
 
 from trio_range.config import ServerConfig
 from trio_range.connection import RangeApp
-from trio_range.server_common import plain
+from trio_range.server_common import not_found, plain
 
 log = logging.getLogger("trio_range")
 
@@ -37,6 +38,15 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
 
     @app.before_request
     async def guard() -> Response | None:
+        # Werkzeug's router answers a non-canonical path (dot segments, "//") with a redirect
+        # whose Location echoes the path: such a path names nothing we serve, so it is not
+        # found. Only the harmless redirect that appends a slash ("/media" -> "/media/") stays.
+        redirect = request.routing_exception
+        if isinstance(redirect, RequestRedirect) and not redirect.new_url.endswith(
+            request.path + "/"
+        ):
+            log.warning("404: non-canonical path")
+            return not_found()
         scope = request.scope
         raw_path: bytes = scope.get("raw_path") or b""
         query: bytes = scope.get("query_string", b"")
