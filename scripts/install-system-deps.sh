@@ -13,6 +13,8 @@ declare -A wanted=(
   # tests/test_real_clients.py reads and seeks the video over HTTP; test_player.py makes a long clip.
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
+  # tests/test_deployment.py validates docker-compose.yml offline (no Docker engine needed).
+  [docker-compose]=docker-compose
 )
 
 missing=()
