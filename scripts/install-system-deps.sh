@@ -15,6 +15,8 @@ declare -A wanted=(
   [ffprobe]=ffmpeg
   # tests/test_deployment.py validates docker-compose.yml offline (no Docker engine needed).
   [docker-compose]=docker-compose
+  # tests/test_stats_redis.py starts its own redis-server (the Redis statistics backend).
+  [redis-server]=redis-server
 )
 
 missing=()
