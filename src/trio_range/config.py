@@ -22,6 +22,7 @@ ENV_PREFIX = "TRIO_RANGE_"
 _SAFE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _RESERVED_PATHS = frozenset({"/healthz"})
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -53,6 +54,15 @@ class ServerConfig:
     metrics_path: str = _field("/metrics", "Prometheus text exposition ('' = off)")
     stats_token: str = _field(
         "", "bearer token the stats and metrics paths require ('' = none; prefer the env variable)"
+    )
+    stats_backend: str = _field(
+        "", "where statistics are kept: '' = this process only, or redis://host:port/db (shared)"
+    )
+    stats_key_prefix: str = _field(
+        "trio_range", "Redis key namespace, so several deployments can share one database"
+    )
+    stats_push_interval_s: float = _field(
+        1.0, "push this process's counts to the shared backend this often"
     )
 
     ROLE = ""
@@ -96,6 +106,14 @@ class ServerConfig:
         # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
         if self.stats_token and not _B64TOKEN.fullmatch(self.stats_token):
             raise ConfigError("stats_token must be a bearer token (letters, digits, -._~+/ then =)")
+        if self.stats_backend and not self.stats_backend.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                "stats_backend must be '' or a redis:// URL"  # not echoed: it may hold a password
+            )
+        if not _KEY_PREFIX.fullmatch(self.stats_key_prefix):
+            raise ConfigError("stats_key_prefix must be letters, digits and ._:- (at most 64)")
+        if not 0.05 <= self.stats_push_interval_s <= 60:
+            raise ConfigError("stats_push_interval_s must be 0.05..60")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
