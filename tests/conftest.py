@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, settings
 
 from tests.servers import start_origin
+
+# Hypothesis budgets for tests that do not set their own (tests/test_fuzz.py): "ci" is small
+# enough for `make test`; `make fuzz` runs the "fuzz" profile. Chosen by HYPOTHESIS_PROFILE.
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # 11 bytes, the size Go's ServeFileRangeTests use.
 SMALL = b"0123456789A"
