@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from trio_range.config import ServerConfig
 from trio_range.connection import Exchange, RangeApp
-from trio_range.stats import MemoryStatsStore, StatsStore
+from trio_range.stats import StatsStore
+from trio_range.stats_redis import make_store, run_store_with_app
 from trio_range.stats_routes import install_stats_routes
 
 access_log = logging.getLogger("trio_range.access")
@@ -102,13 +103,14 @@ def install_common_routes(
     """Add /healthz, statistics, metrics, the error pages and the observer to ``app``.
 
     ``config`` defaults to ``app.config["TRIO_RANGE"]`` (its stats_path, metrics_path and
-    stats_token); ``store`` to a new :class:`MemoryStatsStore`. Returns the store, which the
-    proxy also feeds (upstream requests and errors, its open-connections gauge).
+    stats_token); ``store`` to the one ``config.stats_backend`` names (``make_store``). Returns
+    the store, which the proxy also feeds (upstream requests and errors, its connections gauge).
     """
     if config is None:
         found = app.config.get("TRIO_RANGE")
         config = found if isinstance(found, ServerConfig) else ServerConfig()
-    stats = store if store is not None else MemoryStatsStore(role=role)
+    stats = store if store is not None else make_store(config, role)
+    run_store_with_app(app, stats)  # a shared store's pusher lives in the app's lifespan
     app.observer = ExchangeRecorder(
         stats,
         access_log=access_log,
