@@ -1,0 +1,32 @@
+"""The soak of benchmarks/soak.py, short: a few seconds, 20 clients, the same leak checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.soak import SoakConfig, print_report, soak
+
+
+async def test_short_soak_loses_no_byte_and_leaks_nothing(tmp_path: Path) -> None:
+    config = SoakConfig(
+        duration_s=3.0,
+        clients=20,
+        warmup_s=1.0,
+        file_size_bytes=16 * 1024 * 1024,
+        origin_keep_alive_s=0.5,
+    )
+    report = await soak(config, tmp_path)
+    print_report(report)  # shown by pytest when the test fails
+    assert report.problems == []
+    tally = report.tally
+    # The run did what it says: requests of every kind, intended aborts, slow readers.
+    assert tally.completed > 20
+    assert tally.aborted > 0
+    assert tally.multi > 0
+    assert tally.slow > 0
+    assert tally.bytes_verified > 0
+    # Leaks, stated once more where a reader of this test looks for them.
+    assert report.end.tasks <= report.baseline.tasks
+    assert report.end.sockets <= report.baseline.sockets
+    assert report.end.media_files == 0
+    assert report.end.client_sockets == report.end.proxy_accepted == 0
