@@ -368,6 +368,53 @@ async def test_client_leaving_between_view_and_body_closes_upstream(
         await wait_until(lambda: _pool_empty(url))
 
 
+async def test_client_leaving_between_multipart_parts_stops_the_origin_stream(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=media_dir, chunk_size_bytes=16 * 1024)
+    url = await start_proxy(nursery, origin)
+    ranges = "bytes=0-999,1000000-2999999"
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"GET /media/big.bin HTTP/1.1\r\nHost: x\r\nRange: {ranges}\r\n\r\n".encode()
+        )
+        received = b""
+        # Leave once the first part is through and the second has begun.
+        while b"Content-Range: bytes 1000000-" not in received:
+            chunk = await stream.receive_some(65536)
+            assert chunk
+            received += chunk
+
+    async def both_ended() -> bool:
+        origin_stats, proxy_stats = await stats_of(origin), await stats_of(url)
+        return bool(
+            origin_stats["streams"]["aborted"] == 1
+            and origin_stats["streams"]["active"] == 0
+            and proxy_stats["streams"]["aborted"] == 1
+            and proxy_stats["upstream"]["open_connections"] == 0
+        )
+
+    await wait_until(both_ended)
+
+
+async def test_idle_keep_alive_client_connection_to_the_proxy_closes(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=media_dir)
+    url = await start_proxy(nursery, origin, keep_alive_timeout_s=0.5)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with trio.fail_after(5):
+            while not received.endswith(SMALL):
+                received += await stream.receive_some(65536)
+            assert await stream.receive_some(65536) == b""
+
+
 async def test_many_aborted_seeks_leave_nothing_behind(
     nursery: trio.Nursery, media_dir: Path
 ) -> None:

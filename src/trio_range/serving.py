@@ -83,6 +83,9 @@ class ConnectionRegistry:
             await serve_connection(stream)
         finally:
             self.open.discard(stream)
+            # Hypercorn closes the socket after an await (send_eof) that cancellation skips:
+            # a connection cancelled at the grace deadline would leave its socket to the GC.
+            stream.socket.close()
 
     def abort_all(self) -> int:
         """Reset every open connection (RST, not FIN: the client sees an aborted transfer)."""
