@@ -30,8 +30,10 @@ unit: $(STAMP) system-deps
 
 test: lint typecheck unit
 
+# The figures in the README's performance section (about 20 minutes; loopback only).
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.origin_throughput
+	$(BIN)/python -m benchmarks.proxy_throughput
 
 # The fuzz tests with a large example budget (make test runs them with a small one).
 fuzz: $(STAMP)

@@ -17,6 +17,8 @@ declare -A wanted=(
   [docker-compose]=docker-compose
   # tests/test_stats_redis.py starts its own redis-server (the Redis statistics backend).
   [redis-server]=redis-server
+  # make bench measures request rates with wrk.
+  [wrk]=wrk
 )
 
 missing=()
@@ -45,4 +47,5 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # policy-rc.d keeps the package from starting a system nginx on port 80: the tests start their own.
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# With recommends, as on the machines these were tried on (Chromium needs its fonts to render).
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
