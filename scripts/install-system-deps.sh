@@ -47,5 +47,16 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # policy-rc.d keeps the package from starting a system nginx on port 80: the tests start their own.
+# Packages such as nginx and redis-server start a system service on install; the tests start
+# their own on free loopback ports, so services are kept from starting (policy-rc.d: 101).
+added_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  added_policy=1
+fi
 # With recommends, as on the machines these were tried on (Chromium needs its fonts to render).
 $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+if [ -n "$added_policy" ]; then
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
