@@ -231,7 +231,9 @@ async def test_local_answers_carry_via(
 
 async def test_connect_method_is_refused(nursery: trio.Nursery) -> None:
     url = await start_proxy(nursery, f"http://127.0.0.1:{unused_port()}")
-    raw = await raw_exchange(url, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    raw = await raw_exchange(
+        url, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+    )
     status = raw.split(b" ", 2)[1]
     assert status in (b"400", b"404", b"405"), raw[:100]
 

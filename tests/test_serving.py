@@ -173,7 +173,9 @@ async def test_oversized_request_heads_get_431_or_414(
     big_header = b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n"
     long_target = b"GET /media/" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     for request, statuses in ((big_header, (b"431", b"400")), (long_target, (b"414", b"400"))):
-        raw = await raw_exchange(url, request + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = await raw_exchange(
+            url, request + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert raw.split(b" ", 2)[1] in statuses, raw[:100]
     # Just under the limit is served.
     raw = await raw_exchange(
