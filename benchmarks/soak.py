@@ -76,6 +76,10 @@ class SoakConfig:
     rss_tolerance_mib: float = 8.0
     # The origin closes the proxy's idle pool connections after this: the settle waits for it.
     origin_keep_alive_s: float = 2.0
+    # The servers' listen backlog; None keeps their default. With connection-per-request
+    # clients, a backlog the busy event loop cannot drain overflows: the kernel drops the
+    # handshake, and those clients hang or are reset before any answer.
+    backlog: int | None = None
 
 
 @dataclasses.dataclass
@@ -136,6 +140,7 @@ class SoakReport:
         return [
             ("duration, s", f"{self.seconds:.1f}"),
             ("clients", str(self.config.clients)),
+            ("listen backlog", str(self.config.backlog or "server default")),
             ("file", format_size(self.config.file_size_bytes)),
             ("requests (clients / proxy stats)", f"{t.requests} / {proxy['requests']['total']}"),
             ("completed / aborted on purpose (clients)", f"{t.completed} / {t.aborted}"),
@@ -298,13 +303,14 @@ class _Reader:
         self.rng = rng
         self.buffer = bytearray()
         self.body_read = 0
+        self.phase = "waiting for the head"
 
     async def _more(self) -> bytes:
         if self.plan.slow:
             await trio.sleep(self.rng.uniform(0.005, 0.03))
         data = await self.stream.receive_some(16 * 1024 if self.plan.slow else 256 * 1024)
         if not data:
-            raise EOFError("connection closed early")
+            raise EOFError(f"connection closed early, {self.phase}")
         return data
 
     async def head(self) -> tuple[int, dict[str, str]]:
@@ -325,6 +331,7 @@ class _Reader:
         """Yield the body in chunks; stops early (returns) at the plan's abort point."""
         limit = length if self.plan.abort_at is None else min(length, self.plan.abort_at)
         while self.body_read < limit:
+            self.phase = f"after {self.body_read} of {length} body bytes"
             if not self.buffer:
                 self.buffer += await self._more()
             take = bytes(self.buffer[: limit - self.body_read])
@@ -334,7 +341,12 @@ class _Reader:
 
 
 async def run_one(
-    url: str, plan: Plan, config: SoakConfig, tally: ClientTally, rng: random.Random
+    url: str,
+    plan: Plan,
+    config: SoakConfig,
+    tally: ClientTally,
+    rng: random.Random,
+    progress: list[_Reader],
 ) -> None:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     size = config.file_size_bytes
@@ -357,6 +369,7 @@ async def run_one(
             tally.aborted_unread_bytes += sum(b - a + 1 for a, b in expected_ranges) + 4096
             return
         reader = _Reader(stream, plan, rng)
+        progress.append(reader)
         status, headers = await reader.head()
         tally.statuses[status] += 1
         if status != 206:
@@ -409,13 +422,15 @@ async def client_loop(
     rng = random.Random(seed)
     while trio.current_time() < until:
         plan = random_plan(rng, config)
+        progress: list[_Reader] = []
         try:
             with trio.fail_after(REQUEST_DEADLINE_S):
-                await run_one(url, plan, config, tally, rng)
+                await run_one(url, plan, config, tally, rng, progress)
         except (ValueError, EOFError, KeyError, OSError, trio.BrokenResourceError) as error:
             tally.error(f"{plan.range_value[:60]}: {type(error).__name__}: {error}")
         except trio.TooSlowError:
-            tally.error(f"{plan.range_value[:60]}: no answer within {REQUEST_DEADLINE_S} s")
+            phase = progress[0].phase if progress else "connecting or sending"
+            tally.error(f"{plan.range_value[:60]}: not done in {REQUEST_DEADLINE_S} s, {phase}")
 
 
 async def run_clients(url: str, config: SoakConfig, tally: ClientTally, seconds: float) -> None:
@@ -519,13 +534,15 @@ async def soak(config: SoakConfig, directory: pathlib.Path) -> SoakReport:
         await trio.to_thread.run_sync(write_deterministic_file, media_path, config.file_size_bytes)
     problems: list[str] = []
     async with trio.open_nursery() as servers:
+        listen = {} if config.backlog is None else {"backlog": config.backlog}
         origin_cfg = origin_config(
+            **listen,
             media_dir=media_dir,
             default_file=FILE_NAME,
             keep_alive_timeout_s=config.origin_keep_alive_s,
         )
         origin = await start_app(servers, create_origin(origin_cfg), origin_cfg)
-        proxy_cfg = proxy_config(origin, pool_size=config.clients)
+        proxy_cfg = proxy_config(origin, pool_size=config.clients, **listen)
         proxy = await start_app(servers, create_proxy(proxy_cfg), proxy_cfg)
         proxy_port = int(proxy.rsplit(":", 1)[1])
         origin_port = int(origin.rsplit(":", 1)[1])
@@ -632,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-size", default="256MiB")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rss-tolerance-mib", type=float, default=8.0)
+    parser.add_argument("--backlog", type=int, default=None, help="listen backlog of both")
     parser.add_argument("--dir", type=pathlib.Path, default=None, help="where the file goes")
     args = parser.parse_args(argv)
     config = SoakConfig(
@@ -641,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         file_size_bytes=parse_size(args.file_size),
         seed=args.seed,
         rss_tolerance_mib=args.rss_tolerance_mib,
+        backlog=args.backlog,
     )
 
     async def run() -> SoakReport:
