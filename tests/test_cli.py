@@ -106,6 +106,11 @@ async def test_demo_serves_origin_and_proxy_and_stops_cleanly(
     assert code == 0
 
 
+def hypercorn(app: str) -> list[str]:
+    """The Hypercorn command line a user runs, on a free loopback port."""
+    return [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", "127.0.0.1:0", app]
+
+
 @pytest.mark.parametrize("module", ["origin", "proxy"])
 async def test_hypercorn_launches_the_apps_from_environment(
     nursery: trio.Nursery, module: str, tmp_path: Path
@@ -117,16 +122,7 @@ async def test_hypercorn_launches_the_apps_from_environment(
     }
     origin, urls = await start_process(
         nursery,
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "-k",
-            "trio",
-            "-b",
-            "127.0.0.1:0",
-            "trio_range.origin:create_app()",
-        ],
+        hypercorn("trio_range.origin:create_app()"),
         env,
     )
     processes = [origin]
@@ -135,16 +131,7 @@ async def test_hypercorn_launches_the_apps_from_environment(
         if module == "proxy":
             proxy, proxy_urls = await start_process(
                 nursery,
-                [
-                    sys.executable,
-                    "-m",
-                    "hypercorn",
-                    "-k",
-                    "trio",
-                    "-b",
-                    "127.0.0.1:0",
-                    "trio_range.proxy:create_app()",
-                ],
+                hypercorn("trio_range.proxy:create_app()"),
                 {"TRIO_RANGE_PROXY_UPSTREAM": urls[0]},
             )
             processes.append(proxy)

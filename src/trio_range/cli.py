@@ -27,6 +27,7 @@ from trio_range.config import (
     flag_name,
     load,
 )
+from trio_range.connection import RangeApp
 from trio_range.errors import ConfigError, TrioRangeError
 from trio_range.serving import run_until_signalled, serve_app
 
@@ -144,12 +145,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.path}")
         return 0
     if args.command == "origin":
-        origin_config = load(OriginConfig, os.environ, _overrides(args, OriginConfig))
-        trio.run(_serve_origin, origin_config)
+        _serve_origin(load(OriginConfig, os.environ, _overrides(args, OriginConfig)))
         return 0
     if args.command == "proxy":
-        proxy_config = load(ProxyConfig, os.environ, _overrides(args, ProxyConfig))
-        trio.run(_serve_proxy, proxy_config)
+        _serve_proxy(load(ProxyConfig, os.environ, _overrides(args, ProxyConfig)))
         return 0
     if args.command == "demo":
         from trio_range.demo import run_demo
@@ -161,28 +160,24 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-async def _serve_origin(config: OriginConfig) -> None:
+async def _serve_one(app: RangeApp, config: ServerConfig, what: str) -> None:
+    async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
+        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
+        log.info("%s on %s", what, " ".join(urls))
+
+    await run_until_signalled(start)
+
+
+def _serve_origin(config: OriginConfig) -> None:
     from trio_range.origin import create_app
 
-    app = create_app(config)
-
-    async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
-        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
-        log.info("origin serving %s on %s", config.media_dir, " ".join(urls))
-
-    await run_until_signalled(start)
+    trio.run(_serve_one, create_app(config), config, f"origin serving {config.media_dir}")
 
 
-async def _serve_proxy(config: ProxyConfig) -> None:
+def _serve_proxy(config: ProxyConfig) -> None:
     from trio_range.proxy import create_app
 
-    app = create_app(config)
-
-    async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
-        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
-        log.info("proxy relaying to %s on %s", config.upstream, " ".join(urls))
-
-    await run_until_signalled(start)
+    trio.run(_serve_one, create_app(config), config, f"proxy relaying to {config.upstream}")
 
 
 if __name__ == "__main__":
