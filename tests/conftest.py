@@ -23,6 +23,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # 11 bytes, the size Go's ServeFileRangeTests use.
 SMALL = b"0123456789A"
 
+# (Range value, start, stop) on SMALL: the 206 cases every server and proxy path must pass
+# byte-exact (origin direct, proxy in front of the origin, proxy in front of nginx).
+SINGLE_RANGE_CASES = [
+    ("bytes=0-4", 0, 5),
+    ("bytes=2-", 2, 11),
+    ("bytes=-5", 6, 11),
+    ("bytes=3-7", 3, 8),
+    ("bytes=5-1000", 5, 11),
+    ("bytes=0-10", 0, 11),
+    ("bytes=0-", 0, 11),
+    ("bytes=0-1", 0, 2),
+    ("bytes=-100", 0, 11),
+]
+
 
 def file_data(size: int, seed: int = 7) -> bytes:
     """Deterministic pseudo-random bytes: an offset error cannot go unnoticed."""

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import SMALL, file_data
+from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
 from tests.multipart_reader import parse_byteranges
 from tests.servers import raw_chunks, raw_exchange, start_origin
 
@@ -80,18 +80,8 @@ async def test_empty_file_answers_200_even_to_a_range(origin_url: str) -> None:
 
 @pytest.mark.parametrize(
     ("range_value", "start", "stop"),
-    [
-        ("bytes=0-4", 0, 5),
-        ("bytes=2-", 2, 11),
-        ("bytes=-5", 6, 11),
-        ("bytes=3-7", 3, 8),
-        ("bytes=5-1000", 5, 11),
-        ("bytes=0-10", 0, 11),
-        ("bytes=0-", 0, 11),
-        ("bytes=0-1", 0, 2),
-        ("BYTES=10-", 10, 11),
-        ("bytes=-100", 0, 11),
-    ],
+    # RFC 9110 §14.1: the unit is case-insensitive (nginx disagrees, so this one is ours).
+    [*SINGLE_RANGE_CASES, ("BYTES=10-", 10, 11)],
 )
 async def test_single_range_answers_206_with_exact_bytes(
     origin_url: str, range_value: str, start: int, stop: int

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import SMALL, file_data
+from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
 from tests.multipart_reader import parse_byteranges
 from tests.servers import proxy_config, raw_chunks, raw_exchange, start_app, start_origin
 from tests.support.faulty_upstream import open_faulty_upstream, unused_port
@@ -57,14 +57,7 @@ async def proxied(
 
 @pytest.mark.parametrize(
     ("range_value", "start", "stop"),
-    [
-        ("bytes=0-4", 0, 5),
-        ("bytes=2-", 2, 11),
-        ("bytes=-5", 6, 11),
-        ("bytes=5-1000", 5, 11),
-        ("bytes=0-", 0, 11),
-        ("bytes=0-1", 0, 2),
-    ],
+    SINGLE_RANGE_CASES,
 )
 async def test_single_ranges_relay_byte_exact(
     proxied: str, range_value: str, start: int, stop: int
