@@ -60,7 +60,7 @@ MAX_PART_BYTES = 256 * 1024
 REQUEST_DEADLINE_S = 60.0
 SETTLE_TIMEOUT_S = 30.0
 # Figures that must come back to the baseline, with the allowed excess.
-RETURNING_FIGURES = ("tasks", "sockets", "media_files", "client_sockets", "proxy_accepted")
+RETURNING_FIGURES = ("tasks", "sockets_but_pool", "media_files", "client_sockets", "proxy_accepted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +120,15 @@ class Census:
     origin_accepted: int  # the proxy's pool, origin side
     rss_kib: int
 
+    @property
+    def sockets_but_pool(self) -> int:
+        """Open sockets but the proxy's side of an idle pool connection.
+
+        httpcore notices that the origin closed an idle connection only when the pool is next
+        used, so whether one such socket is left open depends on timing, not on a leak.
+        """
+        return self.sockets - self.proxy_to_origin
+
 
 @dataclasses.dataclass
 class SoakReport:
@@ -162,7 +171,10 @@ class SoakReport:
             ),
             ("upstream errors", str(proxy["upstream"]["errors"])),
             ("trio tasks (baseline / end)", f"{b.tasks} / {e.tasks}"),
-            ("open sockets (baseline / end)", f"{b.sockets} / {e.sockets}"),
+            (
+                "open sockets but idle pool (baseline / end)",
+                f"{b.sockets_but_pool} / {e.sockets_but_pool}",
+            ),
             (
                 "  client / proxy-side client sockets at end",
                 f"{e.client_sockets} / {e.proxy_accepted}",
@@ -474,7 +486,7 @@ async def settle(
     config: SoakConfig,
     tally: ClientTally,
 ) -> Census:
-    """Wait until nothing is in flight and the pool holds at most one idle connection.
+    """Wait until nothing is in flight and the origin has closed every idle pool connection.
 
     httpcore notices that the origin closed an idle pooled connection only when the pool is next
     used, so a one-byte request through the proxy after each keep-alive period prunes them; the
@@ -508,7 +520,7 @@ async def _settle(
                 and now.client_sockets == 0
                 and now.proxy_accepted == 0
                 and now.proxy_to_origin <= 1
-                and now.origin_accepted <= 1
+                and now.origin_accepted == 0
                 and now.media_files == 0
             ):
                 return now
