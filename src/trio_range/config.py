@@ -41,7 +41,7 @@ class ServerConfig:
     max_connections: int = _field(1000, "open client connections at most (503 past it)")
     max_streams: int = _field(256, "requests in flight at most (503 with Retry-After past it)")
     max_header_bytes: int = _field(16384, "request line and headers at most (431 past it)")
-    backlog: int = _field(128, "pending connections the kernel queues")
+    backlog: int = _field(1024, "pending connections the kernel queues")
     shutdown_grace_s: float = _field(
         10.0, "on SIGTERM/Ctrl-C, let in-flight requests run this long"
     )

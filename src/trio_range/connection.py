@@ -142,7 +142,14 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
                 )
             exchange.finished_at = trio.current_time()
             if exchange.outcome == "pending":
-                exchange.outcome = "aborted"
+                # Cancelled before the final (empty) body message: a client that closes right
+                # after the last byte (curl, players) still received everything.
+                delivered = (
+                    exchange.declared_length is not None
+                    and exchange.bytes_sent == exchange.declared_length
+                    and exchange.status != 0
+                )
+                exchange.outcome = "completed" if delivered else "aborted"
             self.app.observer.exchange_finished(exchange)
 
     async def _watch_disconnect(
@@ -226,10 +233,11 @@ class _ObservedSend:
                 return
             if body:
                 await self._send(message)
-                # When the client has gone, Hypercorn's send returns normally and drops the
-                # bytes, having posted http.disconnect: let the watcher run (and cancel us)
-                # before counting, so bytes_sent counts only what reached the socket.
-                await trio.lowlevel.checkpoint()
+                if _stream_closed(self._send):
+                    # The write failed (the client has gone): Hypercorn's send returns
+                    # normally, drops the bytes and marks its stream closed. Only bytes that
+                    # reached the socket are counted.
+                    return
                 if exchange.first_byte_at is None:
                     exchange.first_byte_at = trio.current_time()
                 exchange.bytes_sent += len(body)
@@ -245,6 +253,11 @@ class _ObservedSend:
                 exchange.first_byte_at = trio.current_time()
             return
         await self._send(message)
+
+
+def _stream_closed(send: ASGISendCallable) -> bool:
+    """Whether Hypercorn's stream behind ``send`` is closed (False for other servers)."""
+    return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
 class _NullObserver:

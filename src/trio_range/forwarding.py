@@ -14,6 +14,7 @@ __all__ = [
     "connection_options",
     "request_headers_for_upstream",
     "response_headers_for_client",
+    "rewrite_upstream_location",
     "strip_hop_by_hop",
     "via_value",
 ]
@@ -174,20 +175,49 @@ def request_headers_for_upstream(
     return _append_via(out, via_value(via_name, client_http_version))
 
 
+_LOCATION_FIELDS = frozenset({"location", "content-location"})
+
+
+def rewrite_upstream_location(value: str, upstream_base: str) -> str:
+    """A Location that names the upstream, made relative to the proxy.
+
+    A redirect from the upstream (``/media`` -> ``http://upstream:9090/media/``) would send the
+    client around the proxy and reveal an internal address; like nginx's default
+    ``proxy_redirect``, the upstream's own origin is replaced by the proxy's (a relative
+    reference, RFC 9110 §10.2.2). Other values pass unchanged.
+    """
+    base = upstream_base.rstrip("/")
+    if value == base:
+        return "/"
+    if value.lower().startswith(base.lower()) and value[len(base) : len(base) + 1] in "/?#":
+        rest = value[len(base) :]
+        return rest if rest.startswith("/") else "/" + rest
+    return value
+
+
 def response_headers_for_client(
     upstream_headers: Iterable[tuple[str, str]],
     *,
     via_name: str,
     upstream_http_version: str = "1.1",
+    upstream_base: str | None = None,
 ) -> Headers:
     """The header list to send the client for the upstream's response.
 
     Everything end-to-end is kept exactly, Date and Server included; Content-Length,
     Content-Range, Content-Type, ETag, Last-Modified and Accept-Ranges describe the bytes the
-    relay passes through unchanged.
+    relay passes through unchanged. With ``upstream_base``, a Location or Content-Location
+    naming the upstream is made relative (:func:`rewrite_upstream_location`).
     """
     upstream_headers = list(upstream_headers)
     headers = strip_hop_by_hop(upstream_headers)
+    if upstream_base is not None:
+        headers = [
+            (name, rewrite_upstream_location(value, upstream_base))
+            if name.lower() in _LOCATION_FIELDS
+            else (name, value)
+            for name, value in headers
+        ]
     if any(name.lower() == "transfer-encoding" for name, _ in upstream_headers):
         # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the Transfer-Encoding
         # overrides the Content-Length", and "an intermediary that chooses to forward the

@@ -38,18 +38,16 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
 
     @app.before_request
     async def guard() -> Response | None:
-        # Werkzeug's router answers a non-canonical path (dot segments, "//") with a redirect
-        # whose Location echoes the path: such a path names nothing we serve, so it is not
-        # found. Only the harmless redirect that appends a slash ("/media" -> "/media/") stays.
-        redirect = request.routing_exception
-        if isinstance(redirect, RequestRedirect) and not redirect.new_url.endswith(
-            request.path + "/"
-        ):
-            log.warning("404: non-canonical path")
-            return not_found()
         scope = request.scope
         raw_path: bytes = scope.get("raw_path") or b""
         query: bytes = scope.get("query_string", b"")
+        names = [name.lower() for name, _ in scope["headers"]]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # RFC 9112 §6.1: such a message "ought to be handled as an error", and the server
+            # "MUST close the connection after responding": the bytes after the body are a
+            # request smuggled past whoever framed the message by its Content-Length.
+            log.warning("400: both Transfer-Encoding and Content-Length")
+            return plain(400, "Bad Request", Connection="close")
         # h11 enforces its limit only across reads: a header block that arrives in one read
         # passes whatever its size (REFERENCES.md), so the limit is checked here again.
         if len(raw_path) + len(query) > config.max_header_bytes:
@@ -59,6 +57,20 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
         if size > config.max_header_bytes:
             log.warning("431: request head of %d bytes", size)
             return plain(431, "Request Header Fields Too Large")
+        redirect = request.routing_exception
+        if isinstance(redirect, RequestRedirect):
+            # Werkzeug's router answers a non-canonical path (dot segments, "//") with a
+            # redirect whose Location echoes the path: such a path names nothing we serve.
+            if not redirect.new_url.endswith(request.path + "/"):
+                log.warning("404: non-canonical path")
+                return not_found()
+            # The slash-appending redirect ("/media" -> "/media/") stays, but not Werkzeug's
+            # page, which names this server by the Host it was asked for: behind a proxy, the
+            # internal address. The raw target is used: a decoded path could carry CR/LF.
+            location = raw_path.decode("latin-1") + "/"
+            if query:
+                location += "?" + query.decode("latin-1")
+            return plain(308, "Permanent Redirect", Location=location)
         # in_flight counts this request too.
         if app.in_flight > config.max_streams and request.path not in exempt:
             log.warning(

@@ -150,6 +150,7 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
             response.headers.multi_items(),
             via_name=config.via_name,
             upstream_http_version=response.http_version.removeprefix("HTTP/"),
+            upstream_base=upstream.base_url,
         ):
             relayed.headers.add(name, value)
         exchange.range_outcome = range_outcome_label(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import struct
@@ -13,8 +14,10 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
@@ -43,15 +46,30 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
 
 
 class _TCPServer(TCPServer):
-    """Hypercorn's connection handler, ending when the client has closed.
+    """Hypercorn's connection handler, HTTP/1.1 only, ending when the client has closed.
 
-    Stock Hypercorn keeps the connection's task (and the connection's place in any count)
-    until its keep-alive timer runs out, even after the client closed the connection: reading
-    EOF does not stop the timer. Stopping it lets the task end with the client.
+    Two changes to Hypercorn's read loop:
+
+    - Hypercorn switches a cleartext connection to HTTP/2 when it opens with the prior-knowledge
+      preface or asks for an h2c upgrade, and an idle HTTP/2 connection is never dropped,
+      whatever the keep-alive timeout: a one-packet slowloris. trio_range speaks HTTP/1.1; such
+      a connection is closed.
+    - Stock Hypercorn keeps the connection's task (and its place in any count) until its
+      keep-alive timer runs out, even after the client closed: reading EOF does not stop the
+      timer. Stopping it lets the task end with the client.
     """
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or math.inf):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"" or not isinstance(self.protocol.protocol, H11Protocol):
+                break
+        await self.protocol.handle(Closed())
         await self.idle_task.stop()
 
 

@@ -117,7 +117,15 @@ class Upstream:
         The caller owns the response and must ``aclose`` it. A GET or HEAD that fails on a
         reused connection before any response byte is retried once on a fresh one.
         """
-        request = self._client.build_request(method, self.base_url + target, headers=headers)
+        request = self._client.build_request(
+            method,
+            self.base_url + target,
+            # As the bytes they arrived as: field values may carry obs-text (RFC 9110 §5.5),
+            # which httpx refuses in str headers.
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            # The target exactly as the client sent it: httpx would remove dot segments.
+            extensions={"target": target.encode("latin-1")},
+        )
         try:
             # The deadline covers the pool wait, connect, send and the response head. Cancelling
             # there is safe with httpcore2, which reclaims the half-made connection.
