@@ -5,11 +5,9 @@ no other task can see half of one, and nothing here is touched from worker threa
 happen once per exchange (when the response head goes out and when the exchange ends), never per
 chunk: the connection counts body bytes in the :class:`~trio_range.connection.Exchange` itself.
 
-A shared backend (Redis, for ``-w N`` worker processes or several hosts) fits the same interface
-without touching the servers: its update methods would add to a local delta exactly as
-:class:`MemoryStatsStore` does (no I/O on the hot path), a task started from
-``install_common_routes`` would push the delta (``HINCRBY`` in one pipeline) and pull the merged
-totals every second or so, and :meth:`StatsStore.snapshot` would return the last merged totals.
+A shared backend fits the same interface without touching the servers:
+:mod:`trio_range.stats_redis` counts in a local :class:`MemoryStatsStore` (no I/O on the hot
+path) and pushes the deltas to Redis from a task of its own (docs/scale-out.md).
 
 Pure: no trio, quart or ``os`` here, so the maths are tested without a server.
 """
