@@ -57,3 +57,35 @@ async def raw_exchange(url: str, request: bytes, *, timeout_s: float = 10.0) -> 
 def raw_chunks(response: httpx.Response) -> aclosing[AsyncGenerator[bytes]]:
     """``response.aiter_raw()`` closed on exit, so leaving early finalizes it at once."""
     return aclosing(cast(AsyncGenerator[bytes], response.aiter_raw()))
+
+
+# What Debian's headless Chromium needs here, and nothing that talks to the outside world
+# (without the background-networking flags it keeps trying to reach Google's hosts).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def assert_idle_connection_closes(url: str, path: bytes, body: bytes) -> None:
+    """GET ``path`` on a keep-alive connection, then expect the server to close it when idle.
+
+    Stock Quart-Trio cancels Hypercorn re-arming its keep-alive timer, so the connection would
+    stay open forever; RangeHTTPConnection does not cancel a complete response.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with trio.fail_after(5):
+            while not received.endswith(body):
+                received += await stream.receive_some(65536)
+            # Idle now: the server must close within the keep-alive timeout (plus margin).
+            assert await stream.receive_some(65536) == b""

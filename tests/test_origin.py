@@ -13,7 +13,7 @@ import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
 from tests.multipart_reader import parse_byteranges
-from tests.servers import raw_chunks, raw_exchange, start_origin
+from tests.servers import assert_idle_connection_closes, raw_chunks, raw_exchange, start_origin
 
 BIG = file_data(3_000_000)
 
@@ -392,19 +392,8 @@ async def test_file_that_shrinks_while_sent_aborts_the_connection(
 async def test_idle_keep_alive_connection_is_closed_after_the_timeout(
     nursery: trio.Nursery, media_dir: Path
 ) -> None:
-    # Stock Quart-Trio cancels Hypercorn re-arming its keep-alive timer: the connection would
-    # stay open forever. RangeHTTPConnection does not cancel a complete response.
     url = await start_origin(nursery, media_dir=media_dir, keep_alive_timeout_s=0.5)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        with trio.fail_after(5):
-            while not received.endswith(SMALL):
-                received += await stream.receive_some(65536)
-            # Idle now: the server must close within the keep-alive timeout (plus margin).
-            assert await stream.receive_some(65536) == b""
+    await assert_idle_connection_closes(url, b"/media/small.bin", SMALL)
 
 
 def open_fds() -> int:

@@ -26,7 +26,7 @@ import trio
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from tests.servers import origin_config, proxy_config, start_app
+from tests.servers import CHROMIUM_FLAGS, origin_config, proxy_config, start_app
 from trio_range.connection import RangeApp
 from trio_range.origin import create_app as create_origin
 from trio_range.player import render_page
@@ -77,18 +77,6 @@ def test_player_page_escapes_the_default_file_name() -> None:
 
 # --- Chromium over the DevTools protocol ---------------------------------------------------
 
-# What Debian's headless Chromium needs here, and nothing that talks to the outside world.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-pipe",
-]
 
 # Chromium reads commands on fd 3 and writes answers on fd 4. subprocess can only keep fds
 # open, not renumber them, so a tiny exec wrapper moves our pipe ends there.
@@ -194,6 +182,7 @@ async def open_chromium(user_data_dir: Path) -> AsyncIterator[DevTools]:
             str(answers_write),
             chromium_command(),
             *CHROMIUM_FLAGS,
+            "--remote-debugging-pipe",
             f"--user-data-dir={user_data_dir}",
             "about:blank",
         ],

@@ -13,7 +13,14 @@ import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
 from tests.multipart_reader import parse_byteranges
-from tests.servers import proxy_config, raw_chunks, raw_exchange, start_app, start_origin
+from tests.servers import (
+    assert_idle_connection_closes,
+    proxy_config,
+    raw_chunks,
+    raw_exchange,
+    start_app,
+    start_origin,
+)
 from tests.support.faulty_upstream import open_faulty_upstream, unused_port
 from tests.support.nginx import open_nginx
 from trio_range.proxy import create_app
@@ -399,15 +406,7 @@ async def test_idle_keep_alive_client_connection_to_the_proxy_closes(
 ) -> None:
     origin = await start_origin(nursery, media_dir=media_dir)
     url = await start_proxy(nursery, origin, keep_alive_timeout_s=0.5)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        with trio.fail_after(5):
-            while not received.endswith(SMALL):
-                received += await stream.receive_some(65536)
-            assert await stream.receive_some(65536) == b""
+    await assert_idle_connection_closes(url, b"/media/small.bin", SMALL)
 
 
 async def test_many_aborted_seeks_leave_nothing_behind(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SMALL
-from tests.servers import start_origin
+from tests.servers import CHROMIUM_FLAGS, start_origin
 from trio_range.config import OriginConfig, ServerConfig
 from trio_range.connection import Exchange
 from trio_range.errors import ConfigError
@@ -828,14 +828,7 @@ def chromium_argv(user_data_dir: Path, url: str) -> list[str]:
     assert chromium, "chromium is missing: make test installs it (scripts/install-system-deps.sh)"
     return [
         chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *CHROMIUM_FLAGS,
         f"--user-data-dir={user_data_dir}",
         # Virtual time runs the page's 1 s polling timers without waiting for them.
         "--virtual-time-budget=3000",
