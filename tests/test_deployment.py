@@ -26,14 +26,22 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
+from hypercorn import __main__ as hypercorn_main
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.utils import load_application
 
 from tests.servers import start_origin
+from tests.support.faulty_upstream import unused_port
+from tests.support.redis_server import open_redis
 from tests.test_cli import start_process, stop_gracefully
 from trio_range.cli import build_parser
 from trio_range.config import OriginConfig, ProxyConfig, ServerConfig, load
+from trio_range.connection import RangeApp
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIO_RANGE = str(Path(sys.executable).with_name("trio-range"))  # the console script pip installs
+HYPERCORN = str(Path(sys.executable).with_name("hypercorn"))  # the one the image has on PATH
 CONFIGS: dict[str, type[ServerConfig]] = {"origin": OriginConfig, "proxy": ProxyConfig}
 
 # --- the Dockerfile ------------------------------------------------------------------------
@@ -220,55 +228,193 @@ def service_config(service: dict[str, Any], role: str) -> ServerConfig:
     return load(cls, env, overrides)
 
 
-def test_compose_services_use_commands_ports_and_settings_the_cli_accepts() -> None:
+def hypercorn_config(command: list[str], monkeypatch: pytest.MonkeyPatch) -> HypercornConfig:
+    """What Hypercorn's own command line makes of ``command``, without serving."""
+    assert command[0] == "hypercorn"
+    seen: list[HypercornConfig] = []
+
+    def run(config: HypercornConfig) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(hypercorn_main, "run", run)
+    assert hypercorn_main.main(command[1:]) == 0
+    (config,) = seen
+    return config
+
+
+def proxy_app_config(
+    service: dict[str, Any], application_path: str, monkeypatch: pytest.MonkeyPatch
+) -> ProxyConfig:
+    """Load ``application_path`` as Hypercorn does, in the service's environment only."""
+    env = dict(service["environment"])
+    for key in os.environ:
+        if key.startswith("TRIO_RANGE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    loaded = load_application(application_path, wsgi_max_body_size=0)
+    assert isinstance(loaded, ASGIWrapper)  # an ASGI app, not mistaken for WSGI
+    app = loaded.app
+    assert isinstance(app, RangeApp)
+    config = app.config["TRIO_RANGE"]
+    assert isinstance(config, ProxyConfig)
+    assert config == load(ProxyConfig, env)  # the settings are the environment's, nothing else
+    return config
+
+
+def test_compose_services_use_commands_ports_and_settings_the_cli_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     services = compose_services()
-    assert set(services) == {"origin", "proxy"}
+    assert set(services) == {"origin", "proxy", "redis"}
     origin = service_config(services["origin"], "origin")
-    proxy = service_config(services["proxy"], "proxy")
-    assert isinstance(proxy, ProxyConfig)
-    assert origin.host == proxy.host == "0.0.0.0"
-    # The proxy is published on 8080, the port it listens on; its upstream is the origin
-    # service by name, on the port the origin listens on.
-    assert services["proxy"]["ports"] == [{"published": 8080, "target": proxy.port}]
-    assert proxy.port == 8080
-    assert proxy.upstream == f"http://origin:{origin.port}"
+    assert origin.host == "0.0.0.0"
     assert services["origin"]["expose"] == [str(origin.port)]
-    # Each container's HEALTHCHECK probes its own server's port.
-    for name, config in (("origin", origin), ("proxy", proxy)):
+
+    # The proxy runs Hypercorn with the trio worker, 2 workers and one bind on every interface.
+    server = hypercorn_config(services["proxy"]["command"], monkeypatch)
+    assert (server.worker_class, server.workers) == ("trio", 2)
+    (bind,) = server.bind
+    host, _, port = bind.rpartition(":")
+    assert (host, int(port)) == ("0.0.0.0", 8080)
+    assert services["proxy"]["ports"] == [{"published": 8080, "target": int(port)}]
+    # Hypercorn's bind is where it listens: a TRIO_RANGE_PROXY_HOST/PORT would mislead.
+    assert not {"TRIO_RANGE_PROXY_HOST", "TRIO_RANGE_PROXY_PORT"} & set(
+        services["proxy"]["environment"]
+    )
+    assert server.application_path == "trio_range.proxy:create_app()"
+    proxy = proxy_app_config(services["proxy"], server.application_path, monkeypatch)
+    # Its upstream is the origin service by name, on the port the origin listens on.
+    assert proxy.upstream == f"http://origin:{origin.port}"
+
+    # Statistics are shared through the redis service, on the port it exposes and listens on.
+    redis = services["redis"]
+    assert redis["image"] == "redis:7-alpine"
+    assert "build" not in redis
+    # No persistence, as tests/support/redis_server.py runs it; the default port 6379.
+    assert redis["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
+    assert redis["expose"] == ["6379"]
+    backend = urlsplit(proxy.stats_backend)
+    assert (backend.scheme, backend.hostname, backend.path) == ("redis", "redis", "/0")
+    assert [str(backend.port)] == redis["expose"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+    # Each server container's HEALTHCHECK probes its own server's port.
+    for name, listens_on in (("origin", origin.port), ("proxy", int(port))):
         health = urlsplit(services[name]["environment"]["HEALTHCHECK_URL"])
-        assert (health.port, health.path) == (config.port, "/healthz")
+        assert (health.hostname, health.port, health.path) == (
+            "127.0.0.1",
+            listens_on,
+            "/healthz",
+        )
         assert services[name]["build"]["context"] == str(ROOT)
         assert services[name]["image"] == services["origin"]["image"]
-    assert services["proxy"]["depends_on"] == {"origin": {"condition": "service_healthy"}}
+    assert services["proxy"]["depends_on"] == {
+        "origin": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+
+
+def on_loopback_bind(command: list[str], port: int) -> list[str]:
+    """Hypercorn ``command`` binding loopback and ``port`` instead of 0.0.0.0 and a fixed one."""
+    (at,) = [i for i, arg in enumerate(command) if arg in ("-b", "--bind")]
+    return [*command[: at + 1], f"127.0.0.1:{port}", *command[at + 2 :]]
+
+
+async def run_redis_healthcheck(test: list[str], port: int) -> subprocess.CompletedProcess[str]:
+    """The redis service's healthcheck command (``CMD`` form), aimed at ``port`` here."""
+    assert test[:2] == ["CMD", "redis-cli"]
+    command = [test[1], "-h", "127.0.0.1", "-p", str(port), *test[2:]]
+    return await trio.to_thread.run_sync(
+        lambda: subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    )
 
 
 async def test_compose_services_run_as_written_and_pass_the_healthcheck(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     services = compose_services()
     origin_env = on_loopback(services["origin"]["environment"], "origin")
     origin_env["TRIO_RANGE_ORIGIN_MEDIA_DIR"] = str(ROOT / "media")  # the volume's host side
     origin_cmd = services["origin"]["command"]
-    origin, (origin_url,) = await start_process(nursery, [TRIO_RANGE, *origin_cmd[1:]], origin_env)
+    origin, urls = await start_process(nursery, [TRIO_RANGE, *origin_cmd[1:]], origin_env)
     processes = [origin]
+    # It may print its URL twice ("Running on", then "origin serving ... on"): one URL.
+    origin_url = urls[0]
+    assert set(urls) == {origin_url}
     try:
-        proxy_env = on_loopback(services["proxy"]["environment"], "proxy")
-        proxy_env["TRIO_RANGE_PROXY_UPSTREAM"] = origin_url  # "origin" resolves in compose only
-        proxy_cmd = services["proxy"]["command"]
-        proxy, (proxy_url,) = await start_process(nursery, [TRIO_RANGE, *proxy_cmd[1:]], proxy_env)
-        processes.append(proxy)
-        for url in (origin_url, proxy_url):
-            assert await run_healthcheck(url + "/healthz") == 0
-        async with httpx.AsyncClient() as client:
-            player = await client.get(proxy_url + "/player")
-            video = await client.get(
-                proxy_url + "/media/sample.mp4", headers={"Range": "bytes=0-1"}
+        async with open_redis(tmp_path) as redis_server:
+            healthcheck = await run_redis_healthcheck(
+                services["redis"]["healthcheck"]["test"], redis_server.port
             )
-        assert player.status_code == 200
-        assert (video.status_code, len(video.content)) == (206, 2)
+            assert (healthcheck.returncode, healthcheck.stdout.strip()) == (0, "PONG")
+            # "origin" and "redis" resolve in compose only: here they are on loopback.
+            proxy_env = dict(services["proxy"]["environment"])
+            proxy_env["TRIO_RANGE_PROXY_UPSTREAM"] = origin_url
+            backend = urlsplit(proxy_env["TRIO_RANGE_PROXY_STATS_BACKEND"])
+            proxy_env["TRIO_RANGE_PROXY_STATS_BACKEND"] = backend._replace(
+                netloc=f"127.0.0.1:{redis_server.port}"
+            ).geturl()
+            assert proxy_env["TRIO_RANGE_PROXY_STATS_BACKEND"] == redis_server.url
+            port = unused_port()
+            proxy_cmd = on_loopback_bind(services["proxy"]["command"], port)
+            proxy, urls = await start_process(nursery, [HYPERCORN, *proxy_cmd[1:]], proxy_env)
+            processes.append(proxy)
+            proxy_url = f"http://127.0.0.1:{port}"
+            assert set(urls) == {proxy_url}
+            try:
+                await check_the_proxy_serves_with_shared_stats(origin_url, proxy_url)
+            finally:
+                # Stopped before Redis: the workers' last push finds it there.
+                processes.pop()
+                assert await stop_gracefully(proxy, signal.SIGTERM) == 0
     finally:
         for process in reversed(processes):
             assert await stop_gracefully(process, signal.SIGTERM) == 0
+
+
+async def check_the_proxy_serves_with_shared_stats(origin_url: str, proxy_url: str) -> None:
+    for url in (origin_url, proxy_url):
+        assert await run_healthcheck(url + "/healthz") == 0
+    # No keep-alive: a new connection for each request, accepted by either worker.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        player = await client.get(proxy_url + "/player")
+        assert player.status_code == 200
+        ranges = 9
+        for _ in range(ranges):
+            video = await client.get(
+                proxy_url + "/media/sample.mp4", headers={"Range": "bytes=0-1"}
+            )
+            assert (video.status_code, len(video.content)) == (206, 2)
+        requests = 1 + ranges  # /healthz and /stats are not counted
+        # Each worker counts in its own memory and pushes to Redis about once a second; every
+        # worker then answers /stats with the sum over both. Poll until each of the two
+        # (told apart by their instance id) has answered with exactly the total.
+        answered: dict[str, dict[str, Any]] = {}
+        with trio.fail_after(20):
+            while len(answered) < 2:
+                response = await client.get(proxy_url + "/stats")
+                assert response.status_code == 200
+                stats = response.json()
+                shared = stats["shared"]
+                alive = [i for i in shared["instances"] if i["alive"]]
+                if (
+                    stats["requests"]["total"] == requests
+                    and not shared["stale"]
+                    and len(alive) == 2
+                    and sum(i["requests"] for i in alive) == requests
+                ):
+                    answered[shared["instance"]] = stats
+                else:
+                    await trio.sleep(0.1)
+    for stats in answered.values():
+        assert stats["requests"]["by_status"] == {"200": 1, "206": ranges}
+        assert stats["ranges"]["single"] == ranges
+        assert stats["shared"]["stale_since"] is None
+        assert stats["shared"]["backend"].startswith("redis://127.0.0.1:")
+        assert {i["id"] for i in stats["shared"]["instances"]} == set(answered)
 
 
 # --- Hypercorn with several workers --------------------------------------------------------
