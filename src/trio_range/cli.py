@@ -162,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _serve_one(app: RangeApp, config: ServerConfig, what: str) -> None:
     async def start(nursery: trio.Nursery, stop: Callable[[], Awaitable[None]]) -> None:
-        urls = await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
-        log.info("%s on %s", what, " ".join(urls))
+        # serve_app logs the URL ("Running on ..."), once, as Hypercorn's own CLI does.
+        await nursery.start(partial(serve_app, shutdown_trigger=stop), app, config)
+        log.info("%s", what)
 
     await run_until_signalled(start)
 

@@ -176,6 +176,8 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         observed = _ObservedSend(send, exchange, complete, self.app.observer)
         try:
             await self._send_response(observed, response)
+        except _ClientGone:
+            exchange.outcome = "aborted"
         except StreamAborted as error:
             exchange.outcome = "failed"
             exchange.detail = str(error)
@@ -236,8 +238,9 @@ class _ObservedSend:
                 if _stream_closed(self._send):
                     # The write failed (the client has gone): Hypercorn's send returns
                     # normally, drops the bytes and marks its stream closed. Only bytes that
-                    # reached the socket are counted.
-                    return
+                    # reached the socket are counted, and the body stops here rather than
+                    # reading on into sends that go nowhere.
+                    raise _ClientGone
                 if exchange.first_byte_at is None:
                     exchange.first_byte_at = trio.current_time()
                 exchange.bytes_sent += len(body)
@@ -253,6 +256,10 @@ class _ObservedSend:
                 exchange.first_byte_at = trio.current_time()
             return
         await self._send(message)
+
+
+class _ClientGone(Exception):
+    """A body write found the client gone (Hypercorn reports it by closing its stream)."""
 
 
 def _stream_closed(send: ASGISendCallable) -> bool:
