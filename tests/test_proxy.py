@@ -463,3 +463,24 @@ async def test_slow_reader_keeps_the_proxy_buffer_bounded(nursery: trio.Nursery)
             # socket buffers and at most a chunk or two inside the proxy: bounded, not growing.
             in_flight = upstream.bytes_sent - received
     assert in_flight < 16 * 1024 * 1024, in_flight
+
+
+async def test_curl_downloads_count_as_completed_streams_with_their_bytes(
+    proxied: str,
+) -> None:
+    # curl closes its connection the moment the last byte arrived, often before the server
+    # finished its own bookkeeping of the exchange: still a completed stream, every byte counted.
+    from tests.test_origin import curl
+
+    for _ in range(10):
+        result = await trio.to_thread.run_sync(curl, "-r", "20-345", proxied + "/media/big.bin")
+        assert result.stdout == BIG[20:346]
+
+    async def counted() -> bool:
+        return bool((await stats_of(proxied))["requests"]["total"] == 10)
+
+    await wait_until(counted)
+    stats = await stats_of(proxied)
+    assert stats["streams"]["completed"] == 10
+    assert stats["streams"]["aborted"] == 0
+    assert stats["bytes_sent"] == 10 * 326

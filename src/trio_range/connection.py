@@ -177,7 +177,7 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         try:
             await self._send_response(observed, response)
         except _ClientGone:
-            exchange.outcome = "aborted"
+            pass  # completed or aborted: __call__ decides by the bytes delivered
         except StreamAborted as error:
             exchange.outcome = "failed"
             exchange.detail = str(error)
@@ -234,13 +234,13 @@ class _ObservedSend:
                 exchange.outcome = "completed"
                 return
             if body:
-                await self._send(message)
                 if _stream_closed(self._send):
-                    # The write failed (the client has gone): Hypercorn's send returns
-                    # normally, drops the bytes and marks its stream closed. Only bytes that
-                    # reached the socket are counted, and the body stops here rather than
-                    # reading on into sends that go nowhere.
+                    # The client has gone: Hypercorn's send would return normally and drop
+                    # the bytes. Stop the body here rather than read on into sends that go
+                    # nowhere, and count nothing more. (The chunk whose write found the client
+                    # gone was counted: bytes_sent is exact within one chunk.)
                     raise _ClientGone
+                await self._send(message)
                 if exchange.first_byte_at is None:
                     exchange.first_byte_at = trio.current_time()
                 exchange.bytes_sent += len(body)
