@@ -62,10 +62,10 @@ async def test_player_page_is_served_by_the_origin_and_relayed_by_the_proxy(
 
 def test_player_assets_load_nothing_from_another_host() -> None:
     # Offline use: no CDN, no absolute or protocol-relative URL anywhere in the page or script.
-    from trio_range.player import _asset
+    from trio_range.assets import static_text
 
     for name in ("player.html", "player.js"):
-        text = _asset(name)
+        text = static_text(name)
         assert not re.search(r"https?:|(src|href)=\"//", text), name
 
 

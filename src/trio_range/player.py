@@ -12,10 +12,10 @@ folder. The picker lists the audio and video files of ``/media/``.
 from __future__ import annotations
 
 import html
-from importlib import resources
 
 from quart import Response
 
+from trio_range.assets import static_text
 from trio_range.config import OriginConfig
 from trio_range.connection import RangeApp
 
@@ -31,13 +31,9 @@ _PAGE_POLICY = (
 )
 
 
-def _asset(name: str) -> str:
-    return resources.files("trio_range").joinpath("static", name).read_text("utf-8")
-
-
 def render_page(default_file: str) -> str:
     """The player page, with ``default_file`` as the file it plays without ``?file=``."""
-    return _asset("player.html").replace("__DEFAULT_FILE__", html.escape(default_file))
+    return static_text("player.html").replace("__DEFAULT_FILE__", html.escape(default_file))
 
 
 def install_player(app: RangeApp) -> None:
@@ -45,7 +41,7 @@ def install_player(app: RangeApp) -> None:
     config = app.config["TRIO_RANGE"]
     default_file = config.default_file if isinstance(config, OriginConfig) else "sample.mp4"
     page = render_page(default_file)
-    script = _asset("player.js")
+    script = static_text("player.js")
 
     @app.route(PLAYER_PATH, methods=METHODS, provide_automatic_options=False)
     async def player_page() -> Response:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hmac
 import html
 import json
-from importlib import resources
 
 from quart import Request, Response, request
 
+from trio_range.assets import static_text
 from trio_range.config import ServerConfig
 from trio_range.connection import RangeApp
 from trio_range.metrics import metrics_registry, render
@@ -29,10 +29,6 @@ _PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; "
     "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 )
-
-
-def _asset(name: str) -> str:
-    return resources.files("trio_range").joinpath("static", name).read_text("utf-8")
 
 
 def wants_html(req: Request) -> bool:
@@ -74,8 +70,10 @@ def install_stats_routes(app: RangeApp, store: StatsStore, config: ServerConfig)
     """Add the stats and metrics paths of ``config`` to ``app``, reading ``store``."""
     token = config.stats_token
     if config.stats_path:
-        page = _asset("dashboard.html").replace("__STATS_PATH__", html.escape(config.stats_path))
-        script = _asset("dashboard.js")
+        page = static_text("dashboard.html").replace(
+            "__STATS_PATH__", html.escape(config.stats_path)
+        )
+        script = static_text("dashboard.js")
 
         @app.route(config.stats_path, methods=METHODS, provide_automatic_options=False)
         async def stats_view() -> Response:
