@@ -200,9 +200,14 @@ def run_server(
     log_path: pathlib.Path,
     ready_path: str,
     ready_timeout_s: float = 20.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start ``argv``, wait until it answers ``GET ready_path``, and stop it on exit."""
-    server = spawn_server(name, argv, host=host, port=port, log_path=log_path)
+    """Start ``argv``, wait until it answers ``GET ready_path``, and stop it on exit.
+
+    ``env``: variables added to this process's environment for the server (e.g. the settings
+    of an app started by ``hypercorn``, which reads them from the environment).
+    """
+    server = spawn_server(name, argv, host=host, port=port, log_path=log_path, env=env)
     try:
         wait_until_serving(server, ready_path, ready_timeout_s)
         yield server
@@ -211,7 +216,13 @@ def run_server(
 
 
 def spawn_server(
-    name: str, argv: Sequence[str], *, host: str, port: int, log_path: pathlib.Path
+    name: str,
+    argv: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    log_path: pathlib.Path,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """Start ``argv`` without waiting for it; the caller waits (``wait_until_serving``) and stops.
 
@@ -227,6 +238,7 @@ def spawn_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
     return Server(name, process, host, port, log_path)
 
@@ -401,8 +413,16 @@ def status_kib(pid: int, field: str) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process tree so far (0 for a process that is gone)."""
+    return sum(cpu_seconds_each(pid).values())
+
+
+def cpu_seconds_each(pid: int) -> dict[int, float]:
+    """User + system CPU time so far of each process in ``pid``'s tree, by pid.
+
+    For a split by process, e.g. the master and each worker of ``hypercorn -w N``.
+    """
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    each_cpu: dict[int, float] = {}
     for each in process_tree(pid):
         try:
             stat = pathlib.Path(f"/proc/{each}/stat").read_text()
@@ -410,8 +430,8 @@ def cpu_seconds(pid: int) -> float:
             continue
         # Fields after the parenthesised command name, which may itself contain spaces.
         fields = stat.rpartition(")")[2].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+        each_cpu[each] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return each_cpu
 
 
 def reset_peak_rss(pid: int) -> bool:

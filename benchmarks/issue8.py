@@ -1,0 +1,981 @@
+"""Issue 8's targets table, every row next to its baselines, measured in one run.
+
+    python -m benchmarks.issue8                      # every row, 3 rounds (~15 min)
+    python -m benchmarks.issue8 --quick              # 1 round, short durations: checks the harness
+    python -m benchmarks.issue8 --only origin_stream,proxy_rate
+
+The rows (``--only`` names), each against the baselines issue 8 names, candidates interleaved
+and their order rotated every round, medians over ``--rounds``:
+
+- ``origin_stream``: trio-range origin, one whole-file GET (1 GiB), vs nginx ``sendfile``.
+- ``proxy_stream``:  the same through trio-range proxy -> origin, vs the aiohttp pair
+                     (benchmarks/aiohttp_baseline.py) and vs nginx proxy_pass -> nginx.
+- ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``.
+- ``proxy_rate``:    the same through the proxy pair vs the aiohttp pair.
+- ``proxy_p99``:     p99 latency of those ranges at c=16, proxy pair vs aiohttp pair.
+- ``memory``:        the proxy's peak RSS with 8 concurrent whole-file streams and with one
+                     slow reader (the aiohttp proxy beside it for reference).
+- ``disconnect``:    client leaves mid-stream -> the origin sees its own disconnect
+                     (benchmarks.proxy_throughput's in-process method; nginx for reference).
+- ``workers``:       ``hypercorn -k trio -w 2`` vs ``-w 1`` for the proxy, many clients: the
+                     throughput ratio and CPU per request and per GB, split by process.
+
+Prints one table (figure, baseline, ratio, target, met) and writes
+benchmarks/results/issue8.json. A row whose baseline is not installed says so and prints no
+ratio. See benchmarks/README.md, "issue8". Nothing in src/ is patched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from benchmarks._harness import (
+    BenchmarkError,
+    Server,
+    cpu_seconds,
+    cpu_seconds_each,
+    fetch_socket,
+    find_nginx,
+    free_port,
+    reset_peak_rss,
+    run_server,
+    write_nginx_conf,
+    write_nginx_proxy_conf,
+)
+from benchmarks.origin_throughput import RESULTS_DIR, ROOT, checked, ensure_file
+from benchmarks.proxy_throughput import (
+    SMALL_RANGE_BYTES,
+    Candidate,
+    Clock,
+    _disconnect_tries,
+    concurrent_streams,
+    hwm_kib,
+    load_1min,
+    nginx_version,
+    rotated,
+    rss_kib,
+    run_wrk,
+    slow_reader,
+)
+from trio_range.media_files import format_size, parse_size
+
+HOST = "127.0.0.1"
+LOG_DIR = RESULTS_DIR / "logs"
+MEASURES = (
+    "origin_stream",
+    "proxy_stream",
+    "origin_rate",
+    "proxy_rate",
+    "proxy_p99",
+    "memory",
+    "disconnect",
+    "workers",
+)
+RSS_LIMIT_MIB = 64.0
+# "Flat": the proxy's RSS from the first to the last second of the slow read.
+RSS_GROWTH_LIMIT_MIB = 1.0
+DISCONNECT_MEDIAN_LIMIT_MS = 5.0
+DISCONNECT_MAX_LIMIT_MS = 20.0
+
+# Server names, started on first use (a subset of rows starts only what it needs).
+ORIGIN, PROXY = "origin", "proxy"
+NGINX, NGINX_PROXY = "nginx", "nginx-proxy"
+AIO_ORIGIN, AIO_PROXY = "aiohttp-origin", "aiohttp-proxy"
+PROXY_W1, PROXY_W2 = "proxy-w1", "proxy-w2"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.issue8")
+    parser.add_argument(
+        "--only", help=f"comma-separated rows to measure (default all: {','.join(MEASURES)})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="check the harness: 1 round, 2 s wrk points, a 256 MiB file, 10 disconnect tries, "
+        "a 3 s slow reader (figures not for quoting)",
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
+    parser.add_argument(
+        "--rate-seconds", type=float, help="wrk duration per point (default 10; quick 2)"
+    )
+    parser.add_argument(
+        "--file-size", type=parse_size, help="the streamed file (default 1GiB; quick 256MiB)"
+    )
+    parser.add_argument("--streams", type=int, default=8, help="memory: concurrent streams")
+    parser.add_argument("--slow-seconds", type=float, help="memory: slow reader (default 10)")
+    parser.add_argument(
+        "--slow-rate", type=parse_size, default=parse_size("1MiB"), help="slow reader bytes/s"
+    )
+    parser.add_argument("--tries", type=int, help="disconnect tries (default 50; quick 10)")
+    parser.add_argument(
+        "--worker-clients", type=int, default=128, help="workers: wrk connections (default 128)"
+    )
+    parser.add_argument(
+        "--worker-streams", type=int, default=4, help="workers: concurrent whole-file streams"
+    )
+    parser.add_argument("--nginx", metavar="PATH", help="nginx binary (default: found on PATH)")
+    parser.add_argument("--wrk", metavar="PATH", help="wrk binary (default: found on PATH)")
+    parser.add_argument(
+        "--time-limit-s", type=float, default=2400.0, help="give up after this long (default 2400)"
+    )
+    parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "issue8.json")
+    args = parser.parse_args(argv)
+    quick = args.quick
+
+    def default(name: str, full: Any, short: Any) -> None:
+        if getattr(args, name) is None:
+            setattr(args, name, short if quick else full)
+
+    default("rounds", 3, 1)
+    default("rate_seconds", 10.0, 2.0)
+    default("file_size", parse_size("1GiB"), parse_size("256MiB"))
+    default("slow_seconds", 10.0, 3.0)
+    default("tries", 50, 10)
+    only = MEASURES if args.only is None else tuple(args.only.split(","))
+    unknown = set(only) - set(MEASURES)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}; known: {', '.join(MEASURES)}")
+    args.only = [m for m in MEASURES if m in only]
+    # SIGTERM's default action would skip the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        results = run(args)
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+class Servers:
+    """Every server a row may need, started on first use and stopped when ``stack`` closes.
+
+    ``get`` returns None for a baseline that is not installed (nginx, aiohttp); ``missing``
+    says why, for the table.
+    """
+
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        scratch: pathlib.Path,
+        media_dir: pathlib.Path,
+        path: str,
+        nginx: str | None,
+    ) -> None:
+        self.stack = stack
+        self.scratch = scratch
+        self.media_dir = media_dir
+        self.path = path
+        self.nginx = nginx
+        self.started: dict[str, Server] = {}
+        self.missing: dict[str, str] = {}
+        self.trio_range = ROOT / ".venv" / "bin" / "trio-range"
+        if not self.trio_range.exists():
+            raise BenchmarkError(f"{self.trio_range} not found: run `make` or `pip install -e .`")
+        if nginx is None:
+            self.missing[NGINX] = self.missing[NGINX_PROXY] = "nginx not found"
+        if importlib.util.find_spec("aiohttp") is None:
+            reason = "aiohttp not installed (pip install -e '.[bench]')"
+            self.missing[AIO_ORIGIN] = self.missing[AIO_PROXY] = reason
+
+    def get(self, name: str) -> Server | None:
+        if name in self.missing:
+            return None
+        if name not in self.started:
+            self.started[name] = self._start(name)
+        return self.started[name]
+
+    def need(self, name: str) -> Server:
+        server = self.get(name)
+        if server is None:
+            raise BenchmarkError(f"{name}: {self.missing[name]}")
+        return server
+
+    def _start(self, name: str) -> Server:
+        port = free_port()
+        env: dict[str, str] | None = None
+        quiet = ["--host", HOST, "--port", str(port), "--access-log", "false"]
+        python = sys.executable
+        if name == ORIGIN:
+            argv = [str(self.trio_range), "origin", *quiet, "--media-dir", str(self.media_dir)]
+        elif name == PROXY:
+            argv = [str(self.trio_range), "proxy", *quiet, "--upstream", self.url(ORIGIN)]
+        elif name in (NGINX, NGINX_PROXY):
+            assert self.nginx is not None
+            if name == NGINX:
+                conf = write_nginx_conf(
+                    self.scratch / name,
+                    host=HOST,
+                    port=port,
+                    media_dir=self.media_dir,
+                    worker_connections=1024,
+                )
+            else:
+                upstream_port = self.need(NGINX).port
+                conf = write_nginx_proxy_conf(
+                    self.scratch / name, host=HOST, port=port, upstream_port=upstream_port
+                )
+            argv = [self.nginx, "-p", str(conf.parent), "-e", "stderr", "-c", str(conf)]
+        elif name == AIO_ORIGIN:
+            argv = [python, "-m", "benchmarks.aiohttp_baseline", "origin", "--port", str(port)]
+            argv += ["--media-dir", str(self.media_dir)]
+        elif name == AIO_PROXY:
+            argv = [python, "-m", "benchmarks.aiohttp_baseline", "proxy", "--port", str(port)]
+            argv += ["--upstream", self.url(AIO_ORIGIN)]
+        elif name in (PROXY_W1, PROXY_W2):
+            # As docs/deployment.md runs it: plain hypercorn, settings from the environment.
+            workers = "1" if name == PROXY_W1 else "2"
+            hypercorn = ROOT / ".venv" / "bin" / "hypercorn"
+            argv = [str(hypercorn), "-k", "trio", "-w", workers, "-b", f"{HOST}:{port}"]
+            argv.append("trio_range.proxy:create_app()")
+            env = {
+                "TRIO_RANGE_PROXY_UPSTREAM": self.url(ORIGIN),
+                "TRIO_RANGE_PROXY_ACCESS_LOG": "false",
+            }
+        else:
+            raise BenchmarkError(f"unknown server {name}")
+        return self.stack.enter_context(
+            run_server(
+                name,
+                argv,
+                host=HOST,
+                port=port,
+                log_path=LOG_DIR / f"issue8-{name}.log",
+                ready_path=self.path,
+                env=env,
+            )
+        )
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.need(name).port}"
+
+    def candidate(self, name: str, *names: str) -> Candidate | None:
+        """The path client -> names[0] -> names[1] ...; None if a server is missing."""
+        servers = [self.get(each) for each in names]
+        if any(server is None for server in servers):
+            return None
+        tiers = tuple(server for server in servers if server is not None)
+        return Candidate(name, tiers[0], tiers, " -> ".join(["client", *names]))
+
+    def why_missing(self, *names: str) -> str:
+        return "; ".join(sorted({self.missing[n] for n in names if n in self.missing}))
+
+
+# --- the rows -----------------------------------------------------------------------------------
+
+
+Row = dict[str, Any]
+
+
+def make_row(
+    measure: str,
+    label: str,
+    value: float | None,
+    unit: str,
+    *,
+    baseline: str | None = None,
+    baseline_value: float | None = None,
+    missing: str = "",
+    at_least_ratio: float | None = None,
+    at_most_ratio: float | None = None,
+    at_most: float | None = None,
+    target: str = "",
+) -> Row:
+    """One line of the table: the figure, its baseline, their ratio, the target and the verdict.
+
+    Without a baseline value (not installed: ``missing`` says why) there is no ratio, and a
+    target that is a ratio gets no verdict.
+    """
+    ratio = None
+    if value is not None and baseline_value:
+        ratio = value / baseline_value
+    met: bool | None = None
+    if at_least_ratio is not None and ratio is not None:
+        met = ratio >= at_least_ratio
+    elif at_most_ratio is not None and ratio is not None:
+        met = ratio <= at_most_ratio
+    elif at_most is not None and value is not None:
+        met = value <= at_most
+    return {
+        "measure": measure,
+        "figure": label,
+        "unit": unit,
+        "value": value,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "baseline_missing": missing or None,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(run[key] for run in runs))
+
+
+def stream_rounds(
+    candidates: list[Candidate], path: str, size: int, rounds: int, clock: Clock, title: str
+) -> dict[str, list[dict[str, Any]]]:
+    """One checked whole-file GET per candidate per round, order rotated; MB/s and CPU."""
+    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
+    for round_index in range(rounds):
+        print(f"{title} round {round_index + 1}/{rounds}", flush=True)
+        for candidate in rotated(candidates, round_index):
+            clock.check()
+            before = [cpu_seconds(tier.process.pid) for tier in candidate.tiers]
+            fetch = checked(fetch_socket, candidate.entry, path, {}, size, 0, size)
+            after = [cpu_seconds(tier.process.pid) for tier in candidate.tiers]
+            runs[candidate.name].append(
+                {
+                    "mb_s": fetch.mb_per_s,
+                    "cpu_percent": {
+                        tier.name: round(100 * (b - a) / fetch.seconds, 1)
+                        for tier, a, b in zip(candidate.tiers, before, after, strict=True)
+                    },
+                    "load_1min": load_1min(),
+                }
+            )
+    return runs
+
+
+def check_small_range(candidate: Candidate, path: str, size: int) -> None:
+    """wrk counts responses, it does not check them: check one 4 KiB range's bytes first."""
+    start = 987_654_321 % (size - SMALL_RANGE_BYTES)
+    header = {"Range": f"bytes={start}-{start + SMALL_RANGE_BYTES - 1}"}
+    checked(fetch_socket, candidate.entry, path, header, size, start, SMALL_RANGE_BYTES)
+
+
+def wrk_rounds(
+    wrk: str,
+    candidates: list[Candidate],
+    path: str,
+    size: int,
+    concurrency: int,
+    args: argparse.Namespace,
+    clock: Clock,
+    title: str,
+) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
+    for candidate in candidates:  # warm-up: connections, pools, code paths
+        check_small_range(candidate, path, size)
+        run_wrk(wrk, candidate, path, size, concurrency, 1.0, seed=0)
+    for round_index in range(args.rounds):
+        print(f"{title} round {round_index + 1}/{args.rounds}", flush=True)
+        for candidate in rotated(candidates, round_index):
+            clock.check()
+            result = run_wrk(
+                wrk, candidate, path, size, concurrency, args.rate_seconds, seed=round_index + 1
+            )
+            runs[candidate.name].append(result)
+    return runs
+
+
+class Context:
+    """What every row needs: the servers, the file, the options, the clock, wrk."""
+
+    def __init__(
+        self,
+        servers: Servers,
+        args: argparse.Namespace,
+        clock: Clock,
+        wrk: str | None,
+        path: str,
+    ) -> None:
+        self.servers = servers
+        self.args = args
+        self.clock = clock
+        self.wrk = wrk
+        self.path = path
+        self.size: int = args.file_size
+
+    def need_wrk(self) -> str:
+        if self.wrk is None:
+            raise BenchmarkError("wrk not found: apt-get install -y wrk (or leave out its rows)")
+        return self.wrk
+
+
+def measure_origin_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    ours = s.candidate("origin", ORIGIN)
+    nginx = s.candidate("nginx", NGINX)
+    assert ours is not None
+    candidates = [c for c in (ours, nginx) if c is not None]
+    runs = stream_rounds(
+        candidates, ctx.path, ctx.size, ctx.args.rounds, ctx.clock, "origin_stream"
+    )
+    medians = {name: median_of(r, "mb_s") for name, r in runs.items()}
+    rows = [
+        make_row(
+            "origin_stream",
+            f"origin, {format_size(ctx.size)} file, one client",
+            medians["origin"],
+            "MB/s",
+            baseline="nginx sendfile",
+            baseline_value=medians.get("nginx"),
+            missing=s.why_missing(NGINX),
+            at_least_ratio=0.9,
+            target=">= 0.9x",
+        )
+    ]
+    return rows, {"runs": runs, "medians_mb_s": medians}
+
+
+def measure_proxy_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    ours = s.candidate("proxy>origin", PROXY, ORIGIN)
+    aio = s.candidate("aiohttp pair", AIO_PROXY, AIO_ORIGIN)
+    nginx = s.candidate("nginx>nginx", NGINX_PROXY, NGINX)
+    assert ours is not None
+    candidates = [c for c in (ours, aio, nginx) if c is not None]
+    runs = stream_rounds(candidates, ctx.path, ctx.size, ctx.args.rounds, ctx.clock, "proxy_stream")
+    medians = {name: median_of(r, "mb_s") for name, r in runs.items()}
+    label = f"proxy, {format_size(ctx.size)} through it, one client"
+    rows = [
+        make_row(
+            "proxy_stream",
+            label,
+            medians["proxy>origin"],
+            "MB/s",
+            baseline="aiohttp pair",
+            baseline_value=medians.get("aiohttp pair"),
+            missing=s.why_missing(AIO_PROXY),
+            at_least_ratio=1.0,
+            target=">= 1.0x",
+        ),
+        make_row(
+            "proxy_stream",
+            label,
+            medians["proxy>origin"],
+            "MB/s",
+            baseline="nginx proxy_pass",
+            baseline_value=medians.get("nginx>nginx"),
+            missing=s.why_missing(NGINX_PROXY),
+            at_least_ratio=0.5,
+            target=">= 0.5x",
+        ),
+    ]
+    return rows, {"runs": runs, "medians_mb_s": medians}
+
+
+def rate_medians(
+    ctx: Context, measure: str, ours: Candidate, baseline: Candidate | None, concurrency: int
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
+    candidates = [c for c in (ours, baseline) if c is not None]
+    runs = wrk_rounds(
+        ctx.need_wrk(), candidates, ctx.path, ctx.size, concurrency, ctx.args, ctx.clock, measure
+    )
+    medians = {
+        name: {
+            "requests_per_s": median_of(r, "requests_per_s"),
+            "p99_ms": statistics.median(x["latency_p99_us"] / 1000 for x in r),
+            "p50_ms": statistics.median(x["latency_p50_us"] / 1000 for x in r),
+            "errors": sum(x["errors"] for x in r),
+        }
+        for name, r in runs.items()
+    }
+    errors = {name: m["errors"] for name, m in medians.items() if m["errors"]}
+    if errors:
+        print(f"warning: wrk counted errors in {measure}: {errors}")
+    return runs, medians
+
+
+def measure_origin_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    ours = s.candidate("origin", ORIGIN)
+    aio = s.candidate("aiohttp FileResponse", AIO_ORIGIN)
+    assert ours is not None
+    runs, medians = rate_medians(ctx, "origin_rate", ours, aio, 64)
+    base = medians.get("aiohttp FileResponse", {})
+    rows = [
+        make_row(
+            "origin_rate",
+            "origin, random 4 KiB ranges, c=64",
+            medians["origin"]["requests_per_s"],
+            "req/s",
+            baseline="aiohttp FileResponse",
+            baseline_value=base.get("requests_per_s"),
+            missing=s.why_missing(AIO_ORIGIN),
+            at_least_ratio=1.0,
+            target=">= 1.0x",
+        )
+    ]
+    return rows, {"runs": runs, "medians": medians}
+
+
+def measure_proxy_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    return _proxy_wrk(ctx, "proxy_rate", 64)
+
+
+def measure_proxy_p99(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    return _proxy_wrk(ctx, "proxy_p99", 16)
+
+
+def _proxy_wrk(ctx: Context, measure: str, concurrency: int) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    ours = s.candidate("proxy>origin", PROXY, ORIGIN)
+    aio = s.candidate("aiohttp pair", AIO_PROXY, AIO_ORIGIN)
+    assert ours is not None
+    missing = s.why_missing(AIO_PROXY)
+    runs, medians = rate_medians(ctx, measure, ours, aio, concurrency)
+    base = medians.get("aiohttp pair", {})
+    mine = medians["proxy>origin"]
+    if measure == "proxy_rate":
+        row = make_row(
+            measure,
+            f"proxy, random 4 KiB ranges, c={concurrency}",
+            mine["requests_per_s"],
+            "req/s",
+            baseline="aiohttp pair",
+            baseline_value=base.get("requests_per_s"),
+            missing=missing,
+            at_least_ratio=1.0,
+            target=">= 1.0x",
+        )
+    else:
+        row = make_row(
+            measure,
+            f"proxy, p99 of 4 KiB ranges, c={concurrency}",
+            mine["p99_ms"],
+            "ms",
+            baseline="aiohttp pair",
+            baseline_value=base.get("p99_ms"),
+            missing=missing,
+            at_most_ratio=1.0,
+            target="<= 1.0x",
+        )
+    return [row], {"runs": runs, "medians": medians}
+
+
+def measure_memory(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    ours = s.candidate("proxy>origin", PROXY, ORIGIN)
+    aio = s.candidate("aiohttp pair", AIO_PROXY, AIO_ORIGIN)
+    assert ours is not None
+    candidates = [c for c in (ours, aio) if c is not None]
+    args = ctx.args
+    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
+    hwm_reset = True
+    for round_index in range(args.rounds):
+        print(f"memory round {round_index + 1}/{args.rounds}", flush=True)
+        for candidate in rotated(candidates, round_index):
+            ctx.clock.check()
+            proxy = candidate.tiers[0]
+            row: dict[str, Any] = {"rest_rss_kib": rss_kib(proxy)}
+            hwm_reset = reset_peak_rss(proxy.process.pid) and hwm_reset
+            seconds = concurrent_streams(candidate, ctx.path, ctx.size, args.streams)
+            row["streams_peak_rss_kib"] = hwm_kib(proxy)
+            row["streams_total_mb_s"] = args.streams * ctx.size / seconds / 1e6
+            ctx.clock.check()
+            hwm_reset = reset_peak_rss(proxy.process.pid) and hwm_reset
+            samples = slow_reader(candidate, ctx.path, args.slow_rate, args.slow_seconds)
+            row["slow_peak_rss_kib"] = hwm_kib(proxy)
+            row["slow_rss_samples_kib"] = samples
+            row["slow_growth_kib"] = samples[-1] - samples[0] if samples else 0
+            row["load_1min"] = load_1min()
+            runs[candidate.name].append(row)
+    medians = {
+        name: {
+            "streams_peak_rss_mib": median_of(r, "streams_peak_rss_kib") / 1024,
+            "slow_peak_rss_mib": median_of(r, "slow_peak_rss_kib") / 1024,
+            "slow_growth_mib": median_of(r, "slow_growth_kib") / 1024,
+            "rest_rss_mib": median_of(r, "rest_rss_kib") / 1024,
+        }
+        for name, r in runs.items()
+    }
+    mine, base = medians["proxy>origin"], medians.get("aiohttp pair", {})
+    missing = s.why_missing(AIO_PROXY)
+    streams = f"{args.streams} x {format_size(ctx.size)}"
+    rows = [
+        make_row(
+            "memory",
+            f"proxy peak RSS, {streams} streams",
+            mine["streams_peak_rss_mib"],
+            "MiB",
+            baseline="aiohttp proxy (reference)",
+            baseline_value=base.get("streams_peak_rss_mib"),
+            missing=missing,
+            at_most=RSS_LIMIT_MIB,
+            target=f"<= {RSS_LIMIT_MIB:g} MiB",
+        ),
+        make_row(
+            "memory",
+            f"proxy peak RSS, slow reader {args.slow_seconds:g} s",
+            mine["slow_peak_rss_mib"],
+            "MiB",
+            baseline="aiohttp proxy (reference)",
+            baseline_value=base.get("slow_peak_rss_mib"),
+            missing=missing,
+            at_most=RSS_LIMIT_MIB,
+            target=f"<= {RSS_LIMIT_MIB:g} MiB",
+        ),
+        make_row(
+            "memory",
+            "proxy RSS growth over the slow read (flat)",
+            mine["slow_growth_mib"],
+            "MiB",
+            baseline="aiohttp proxy (reference)",
+            baseline_value=base.get("slow_growth_mib"),
+            missing=missing,
+            at_most=RSS_GROWTH_LIMIT_MIB,
+            target=f"<= {RSS_GROWTH_LIMIT_MIB:g} MiB",
+        ),
+    ]
+    details = {"runs": runs, "medians": medians, "peak_rss_reset_per_run": hwm_reset}
+    if not hwm_reset:
+        print("note: could not reset VmHWM; peaks are lifetime peaks")
+    return rows, details
+
+
+def measure_disconnect(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    nginx = ctx.servers.nginx
+    if nginx is None:
+        raise BenchmarkError("disconnect: proxy_throughput's method runs nginx beside; not found")
+    print(f"disconnect: {ctx.args.tries} tries per proxy, origin in this process", flush=True)
+    logging.basicConfig(level=logging.WARNING)
+    media_dir, scratch = ctx.servers.media_dir, ctx.servers.scratch
+    delays = trio.run(
+        _disconnect_tries, media_dir, ctx.path, ctx.args.tries, ctx.clock, nginx, scratch
+    )
+    ms = {name: [d * 1000 for d in values] for name, values in delays.items()}
+    ours, theirs = ms["proxy>origin"], ms.get("nginx>origin")
+    rows = [
+        make_row(
+            "disconnect",
+            f"client disconnect -> origin sees it, median of {len(ours)}",
+            statistics.median(ours),
+            "ms",
+            baseline="nginx proxy_pass (reference)",
+            baseline_value=statistics.median(theirs) if theirs else None,
+            at_most=DISCONNECT_MEDIAN_LIMIT_MS,
+            target=f"<= {DISCONNECT_MEDIAN_LIMIT_MS:g} ms",
+        ),
+        make_row(
+            "disconnect",
+            f"client disconnect -> origin sees it, max of {len(ours)}",
+            max(ours),
+            "ms",
+            baseline="nginx proxy_pass (reference)",
+            baseline_value=max(theirs) if theirs else None,
+            at_most=DISCONNECT_MAX_LIMIT_MS,
+            target=f"<= {DISCONNECT_MAX_LIMIT_MS:g} ms",
+        ),
+    ]
+    return rows, {"delays_ms": ms}
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_split(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], master: int
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, by process: origin, proxy master, each worker."""
+    split = {"origin": sum(after["origin"].values()) - sum(before["origin"].values())}
+    proxy_before, proxy_after = before["proxy"], after["proxy"]
+    split["proxy master"] = proxy_after.get(master, 0.0) - proxy_before.get(master, 0.0)
+    for index, pid in enumerate(sorted(p for p in proxy_after if p != master)):
+        split[f"proxy worker {index + 1}"] = proxy_after[pid] - proxy_before.get(pid, 0.0)
+    return split
+
+
+def measure_workers(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    """hypercorn -w 2 vs -w 1 in front of the same origin: rate and streams, CPU by process."""
+    s = ctx.servers
+    args = ctx.args
+    wrk = ctx.need_wrk()
+    origin = s.need(ORIGIN)
+    configs: dict[str, Candidate] = {}
+    for name, server_name in (("1 worker", PROXY_W1), ("2 workers", PROXY_W2)):
+        candidate = s.candidate(name, server_name, ORIGIN)
+        assert candidate is not None
+        configs[name] = candidate
+    for candidate in configs.values():
+        check_small_range(candidate, ctx.path, ctx.size)
+        run_wrk(wrk, candidate, ctx.path, ctx.size, args.worker_clients, 1.0, seed=0)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+
+    def snapshot(candidate: Candidate) -> dict[str, dict[int, float]]:
+        # The origin's tree is one process; its pid is not the proxy master's.
+        proxy_tree = cpu_seconds_each(candidate.entry.process.pid)
+        return {"origin": cpu_seconds_each(origin.process.pid), "proxy": proxy_tree}
+
+    for round_index in range(args.rounds):
+        print(f"workers round {round_index + 1}/{args.rounds}", flush=True)
+        for name in rotated(list(configs), round_index):
+            candidate = configs[name]
+            master = candidate.entry.process.pid
+            ctx.clock.check()
+            before, wrk_before = snapshot(candidate), children_cpu_s()
+            result = run_wrk(
+                wrk,
+                candidate,
+                ctx.path,
+                ctx.size,
+                args.worker_clients,
+                args.rate_seconds,
+                seed=round_index + 1,
+            )
+            after, wrk_after = snapshot(candidate), children_cpu_s()
+            rate_cpu = cpu_split(before, after, master)
+            rate_cpu["load generator (wrk)"] = wrk_after - wrk_before
+            ctx.clock.check()
+            before, gen_before = snapshot(candidate), self_cpu_s()
+            seconds = concurrent_streams(candidate, ctx.path, ctx.size, args.worker_streams)
+            after, gen_after = snapshot(candidate), self_cpu_s()
+            stream_cpu = cpu_split(before, after, master)
+            stream_cpu["load generator (this process)"] = gen_after - gen_before
+            gigabytes = args.worker_streams * ctx.size / 1e9
+            runs[name].append(
+                {
+                    "requests": result["requests"],
+                    "requests_per_s": result["requests_per_s"],
+                    "errors": result["errors"],
+                    "rate_cpu_ms_per_request": {
+                        k: 1000 * v / result["requests"] for k, v in rate_cpu.items()
+                    },
+                    "streams_mb_s": gigabytes * 1000 / seconds,
+                    "stream_cpu_s_per_gb": {k: v / gigabytes for k, v in stream_cpu.items()},
+                    "load_1min": load_1min(),
+                }
+            )
+
+    def proxy_total(split: dict[str, float]) -> float:
+        return sum(v for k, v in split.items() if k.startswith("proxy"))
+
+    medians: dict[str, dict[str, Any]] = {}
+    for name, rows_of in runs.items():
+        keys_rate = sorted({k for r in rows_of for k in r["rate_cpu_ms_per_request"]})
+        keys_stream = sorted({k for r in rows_of for k in r["stream_cpu_s_per_gb"]})
+        medians[name] = {
+            "requests_per_s": median_of(rows_of, "requests_per_s"),
+            "streams_mb_s": median_of(rows_of, "streams_mb_s"),
+            "cpu_ms_per_request": {
+                k: statistics.median(r["rate_cpu_ms_per_request"].get(k, 0.0) for r in rows_of)
+                for k in keys_rate
+            },
+            "cpu_s_per_gb": {
+                k: statistics.median(r["stream_cpu_s_per_gb"].get(k, 0.0) for r in rows_of)
+                for k in keys_stream
+            },
+            "proxy_cpu_ms_per_request": statistics.median(
+                proxy_total(r["rate_cpu_ms_per_request"]) for r in rows_of
+            ),
+            "proxy_cpu_s_per_gb": statistics.median(
+                proxy_total(r["stream_cpu_s_per_gb"]) for r in rows_of
+            ),
+        }
+    one, two = medians["1 worker"], medians["2 workers"]
+    print_cpu_split(medians, args)
+    common: dict[str, Any] = {"baseline": "1 worker"}
+    rows = [
+        make_row(
+            "workers",
+            f"2 workers, c={args.worker_clients} 4 KiB ranges",
+            two["requests_per_s"],
+            "req/s",
+            baseline_value=one["requests_per_s"],
+            target="report (ceiling < 2x)",
+            **common,
+        ),
+        make_row(
+            "workers",
+            f"2 workers, {args.worker_streams} concurrent streams",
+            two["streams_mb_s"],
+            "MB/s",
+            baseline_value=one["streams_mb_s"],
+            target="report (ceiling < 2x)",
+            **common,
+        ),
+        make_row(
+            "workers",
+            "2 workers, proxy CPU per request",
+            two["proxy_cpu_ms_per_request"],
+            "ms",
+            baseline_value=one["proxy_cpu_ms_per_request"],
+            at_most_ratio=1.0,
+            target="<= 1.0x",
+            **common,
+        ),
+        make_row(
+            "workers",
+            "2 workers, proxy CPU per GB",
+            two["proxy_cpu_s_per_gb"],
+            "s",
+            baseline_value=one["proxy_cpu_s_per_gb"],
+            at_most_ratio=1.0,
+            target="<= 1.0x",
+            **common,
+        ),
+    ]
+    return rows, {"runs": runs, "medians": medians}
+
+
+def print_cpu_split(medians: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\nworkers: CPU by process, median of {args.rounds}")
+    for key, unit in (("cpu_ms_per_request", "ms per request"), ("cpu_s_per_gb", "s per GB")):
+        names = sorted({k for m in medians.values() for k in m[key]})
+        print(f"  {unit:<16}" + "".join(f"{config:>12}" for config in medians))
+        for process in names:
+            values = "".join(f"{m[key].get(process, 0.0):>12.3f}" for m in medians.values())
+            print(f"    {process:<30}{values}")
+
+
+MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]]]] = {
+    "origin_stream": measure_origin_stream,
+    "proxy_stream": measure_proxy_stream,
+    "origin_rate": measure_origin_rate,
+    "proxy_rate": measure_proxy_rate,
+    "proxy_p99": measure_proxy_p99,
+    "memory": measure_memory,
+    "disconnect": measure_disconnect,
+    "workers": measure_workers,
+}
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    clock = Clock(args.time_limit_s)
+    load = clock.record_load("start")
+    if load > 0.5:
+        print(f"warning: load average {load:.2f} before starting; other work will skew figures")
+    nginx = args.nginx if args.nginx is not None else find_nginx()
+    if nginx is not None and not os.access(nginx, os.X_OK):
+        nginx = None
+    if nginx is None:
+        print("nginx not found: its rows print no ratio")
+    wrk = args.wrk if args.wrk is not None else shutil.which("wrk")
+    media_dir = RESULTS_DIR / "media"
+    file_name = f"deterministic-{format_size(args.file_size)}.bin"
+    ensure_file(media_dir / file_name, args.file_size)
+    warm_page_cache(media_dir / file_name)
+    path = f"/media/{file_name}"
+    results: dict[str, Any] = {
+        "benchmark": "issue8",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "python -m benchmarks.issue8 " + " ".join(sys.argv[1:]),
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "nginx": nginx_version(nginx) if nginx else None,
+            "wrk": wrk,
+            "aiohttp": aiohttp_version(),
+        },
+        "file_size_bytes": args.file_size,
+        "rounds": args.rounds,
+        "rate_seconds": args.rate_seconds,
+        "measures": {},
+    }
+    rows: list[Row] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="issue8-") as scratch_name,
+        contextlib.ExitStack() as stack,
+    ):
+        servers = Servers(stack, pathlib.Path(scratch_name), media_dir, path, nginx)
+        ctx = Context(servers, args, clock, wrk, path)
+        for measure in args.only:
+            clock.record_load(measure)
+            print(f"\n== {measure} (load {load_1min():.2f})", flush=True)
+            measure_rows, details = MEASURE_FUNCTIONS[measure](ctx)
+            rows += measure_rows
+            results["measures"][measure] = {"rows": measure_rows, **details}
+        results["servers"] = {name: server.port for name, server in servers.started.items()}
+        results["baselines_missing"] = servers.missing
+    clock.record_load("end")
+    results["rows"] = rows
+    results["load_averages"] = clock.loads
+    print_summary(rows, args)
+    print(
+        "\nload average (1, 5, 15 min): "
+        + "; ".join(
+            f"{entry['when']} {' '.join(f'{x:.2f}' for x in entry['load_1_5_15'])}"
+            for entry in clock.loads
+        )
+    )
+    return results
+
+
+def warm_page_cache(path: pathlib.Path) -> None:
+    """Read the file once, so no candidate pays for the disk and the first one is not favoured."""
+    with open(path, "rb", buffering=0) as file:
+        while file.read(1 << 22):
+            pass
+
+
+def aiohttp_version() -> str | None:
+    if importlib.util.find_spec("aiohttp") is None:
+        return None
+    import aiohttp
+
+    return aiohttp.__version__
+
+
+def print_summary(rows: list[Row], args: argparse.Namespace) -> None:
+    mode = "quick (1 round, short; not for quoting)" if args.quick else f"median of {args.rounds}"
+    print(f"\nissue 8 targets, {mode}, {os.cpu_count()} cores")
+    header = (
+        f"{'figure':<46}{'trio_range':>13}  {'baseline':<28}{'value':>11}"
+        f"{'ratio':>8}  {'target':<22}{'met':<4}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:.2f} {row['unit']}"
+        if row["baseline_value"] is None:
+            base_value = "-"
+            ratio = "-"
+        else:
+            base_value = f"{row['baseline_value']:.2f}"
+            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        baseline = row["baseline"] or ""
+        if row["baseline_missing"]:
+            baseline = f"{baseline}: NOT FOUND"
+        met = {True: "yes", False: "NO", None: "-"}[row["met"]]
+        print(
+            f"{row['figure']:<46}{value:>13}  {baseline:<28}{base_value:>11}"
+            f"{ratio:>8}  {row['target']:<22}{met:<4}"
+        )
+        if row["baseline_missing"]:
+            print(f"{'':<48}({row['baseline_missing']}: no ratio)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
