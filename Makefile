@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench clean fuzz soak
+.PHONY: demo test lint typecheck unit system-deps bench clean fuzz soak bench-issue8
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: lint typecheck unit
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.origin_throughput
 	$(BIN)/python -m benchmarks.proxy_throughput
+
+# Issue 8's targets table, each row beside its same-run baselines (nginx, the aiohttp pair in
+# benchmarks/aiohttp_baseline.py); about 15 minutes. ARGS=--quick checks the harness in ~3.
+bench-issue8: $(STAMP) system-deps
+	$(BIN)/python -c 'import aiohttp' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.issue8 $(ARGS)
 
 # The fuzz tests with a large example budget (make test runs them with a small one).
 fuzz: $(STAMP)
