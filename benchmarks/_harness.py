@@ -7,17 +7,21 @@ blocking socket that lets the kernel discard the bulk of the body is the cheapes
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import httpx
 
@@ -25,6 +29,27 @@ RECV_BUFFER_BYTES = 1 << 20
 # How much of the body's start and end a fetch keeps, so a caller can check the bytes.
 SAMPLE_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
+
+
+def run_and_save(run: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run a benchmark's ``run(args)`` and write its results as JSON to ``args.output``.
+
+    SIGTERM exits through ``finally`` blocks (its default action would leave the servers
+    running); a failed check or Ctrl-C gives an exit status and a line, not a traceback.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        results = run(args)
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
 
 
 class BenchmarkError(Exception):

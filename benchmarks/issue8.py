@@ -30,14 +30,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import pathlib
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -56,6 +54,7 @@ from benchmarks._harness import (
     find_nginx,
     free_port,
     reset_peak_rss,
+    run_and_save,
     run_server,
     write_nginx_conf,
     write_nginx_proxy_conf,
@@ -155,20 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}; known: {', '.join(MEASURES)}")
     args.only = [m for m in MEASURES if m in only]
-    # SIGTERM's default action would skip the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        results = run(args)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
-    return 0
+    return run_and_save(run, args)
 
 
 # --- servers ------------------------------------------------------------------------------------

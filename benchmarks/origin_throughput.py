@@ -11,11 +11,9 @@ benchmarks/results/origin_throughput.json. See benchmarks/README.md for what eac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from benchmarks._harness import (
     find_nginx,
     free_port,
     reset_peak_rss,
+    run_and_save,
     run_server,
     status_kib,
     write_nginx_conf,
@@ -72,22 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", type=pathlib.Path, default=RESULTS_DIR / "origin_throughput.json"
     )
     args = parser.parse_args(argv)
-    # SIGTERM's default action would skip the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.range_size > args.file_size - RANGE_START:
         parser.error("--range-size does not fit in --file-size after the range start")
-    try:
-        results = run(args)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
-    return 0
+    return run_and_save(run, args)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

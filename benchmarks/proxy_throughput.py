@@ -39,7 +39,6 @@ import os
 import pathlib
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -65,6 +64,7 @@ from benchmarks._harness import (
     free_port,
     process_tree,
     reset_peak_rss,
+    run_and_save,
     run_server,
     spawn_server,
     status_kib,
@@ -153,20 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
     args.figures = figures
-    # SIGTERM's default action would skip the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        results = run(args)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
-    return 0
+    return run_and_save(run, args)
 
 
 class Clock:
