@@ -48,7 +48,6 @@ import trio
 from benchmarks._harness import (
     BenchmarkError,
     Server,
-    cpu_seconds,
     cpu_seconds_each,
     fetch_socket,
     find_nginx,
@@ -73,6 +72,7 @@ from benchmarks.proxy_throughput import (
     rss_kib,
     run_wrk,
     slow_reader,
+    stream_rounds,
 )
 from trio_range.media_files import format_size, parse_size
 
@@ -325,31 +325,6 @@ def make_row(
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(run[key] for run in runs))
-
-
-def stream_rounds(
-    candidates: list[Candidate], path: str, size: int, rounds: int, clock: Clock, title: str
-) -> dict[str, list[dict[str, Any]]]:
-    """One checked whole-file GET per candidate per round, order rotated; MB/s and CPU."""
-    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
-    for round_index in range(rounds):
-        print(f"{title} round {round_index + 1}/{rounds}", flush=True)
-        for candidate in rotated(candidates, round_index):
-            clock.check()
-            before = [cpu_seconds(tier.process.pid) for tier in candidate.tiers]
-            fetch = checked(fetch_socket, candidate.entry, path, {}, size, 0, size)
-            after = [cpu_seconds(tier.process.pid) for tier in candidate.tiers]
-            runs[candidate.name].append(
-                {
-                    "mb_s": fetch.mb_per_s,
-                    "cpu_percent": {
-                        tier.name: round(100 * (b - a) / fetch.seconds, 1)
-                        for tier, a, b in zip(candidate.tiers, before, after, strict=True)
-                    },
-                    "load_1min": load_1min(),
-                }
-            )
-    return runs
 
 
 def check_small_range(candidate: Candidate, path: str, size: int) -> None:

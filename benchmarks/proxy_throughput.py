@@ -357,13 +357,13 @@ def load_1min() -> float:
 # --- figure 1: one whole-file stream ------------------------------------------------------------
 
 
-def stream_figure(
-    candidates: list[Candidate], path: str, args: argparse.Namespace, clock: Clock
-) -> dict[str, Any]:
-    size = args.file_size
+def stream_rounds(
+    candidates: list[Candidate], path: str, size: int, rounds: int, clock: Clock, title: str
+) -> dict[str, list[dict[str, Any]]]:
+    """One checked whole-file GET per candidate per round, order rotated; MB/s and CPU."""
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
-    for round_index in range(args.rounds):
-        print(f"stream round {round_index + 1}/{args.rounds}", flush=True)
+    for round_index in range(rounds):
+        print(f"{title} round {round_index + 1}/{rounds}", flush=True)
         for candidate in rotated(candidates, round_index):
             clock.check()
             before = [cpu_seconds(tier.process.pid) for tier in candidate.tiers]
@@ -373,12 +373,20 @@ def stream_figure(
                 {
                     "mb_s": fetch.mb_per_s,
                     "cpu_percent": {
-                        tier.name: 100 * (b - a) / fetch.seconds
+                        tier.name: round(100 * (b - a) / fetch.seconds, 1)
                         for tier, a, b in zip(candidate.tiers, before, after, strict=True)
                     },
                     "load_1min": load_1min(),
                 }
             )
+    return runs
+
+
+def stream_figure(
+    candidates: list[Candidate], path: str, args: argparse.Namespace, clock: Clock
+) -> dict[str, Any]:
+    size = args.file_size
+    runs = stream_rounds(candidates, path, size, args.rounds, clock, "stream")
     medians: dict[str, dict[str, float | None]] = {}
     for candidate in candidates:
         rows = runs[candidate.name]
