@@ -19,17 +19,19 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from tests.servers import proxy_config, start_app
+from tests.servers import proxy_config, start_app, start_origin
 from trio_range import proxy
 from trio_range.config import ProxyConfig
-from trio_range.upstream import Upstream
+from trio_range.upstream import UPSTREAM_READ_BYTES, Upstream, relay_body
 
 ROUNDS = 8
 PROBES_PER_ROUND = 16
@@ -453,3 +455,23 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
             response = await client.get(proxy_url + "/after")
     assert response.status_code == 200, response.text
     assert response.content == BODY
+
+
+async def test_relay_reads_the_upstream_in_chunks_larger_than_httpcores_64_kib(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    # Each upstream read costs the relay a fixed number of Python steps, so its throughput
+    # follows the read size: httpcore's default of 64 KiB halved it (see upstream.py).
+    origin = await start_origin(nursery, media_dir=media_dir, chunk_size_bytes=1024 * 1024)
+    sizes: list[int] = []
+    async with Upstream(proxy_config(origin)) as upstream:
+        response = await upstream.open("GET", "/media/big.bin", [])
+        try:
+            async with aclosing(relay_body(response)) as chunks:
+                async for chunk in chunks:
+                    sizes.append(len(chunk))
+        finally:
+            await response.aclose()
+    assert sum(sizes) == 3_000_000
+    assert max(sizes) > 64 * 1024
+    assert max(sizes) <= UPSTREAM_READ_BYTES

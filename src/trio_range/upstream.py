@@ -13,7 +13,7 @@ measurement that chose it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from typing import Any, cast
 
@@ -155,7 +155,7 @@ class Upstream:
             raise UpstreamTimeout(f"no response head within {self.response_timeout_s} s") from None
 
 
-async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncIterator[bytes]:
+async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncGenerator[bytes]:
     """The upstream body, chunk by chunk, untouched (no decoding).
 
     A body that fails or ends early raises StreamAborted, so the client connection is aborted
