@@ -901,13 +901,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["rows"] = rows
     results["load_averages"] = clock.loads
     print_summary(rows, args)
-    print(
-        "\nload average (1, 5, 15 min): "
-        + "; ".join(
-            f"{entry['when']} {' '.join(f'{x:.2f}' for x in entry['load_1_5_15'])}"
-            for entry in clock.loads
-        )
-    )
+    clock.print_loads()
     return results
 
 

@@ -173,6 +173,16 @@ class Clock:
         self.loads.append({"when": when, "load_1_5_15": [round(x, 2) for x in load]})
         return load[0]
 
+    def print_loads(self) -> None:
+        """One line with the load averages recorded during the run."""
+        print(
+            "\nload average (1, 5, 15 min): "
+            + "; ".join(
+                f"{entry['when']} {' '.join(f'{x:.2f}' for x in entry['load_1_5_15'])}"
+                for entry in self.loads
+            )
+        )
+
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock(args.time_limit_s)
@@ -227,13 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["disconnect"] = disconnect_figure(media_dir, path, args, clock, nginx, scratch)
     clock.record_load("end")
     results["load_averages"] = clock.loads
-    print(
-        "\nload average (1, 5, 15 min): "
-        + "; ".join(
-            f"{entry['when']} {' '.join(f'{x:.2f}' for x in entry['load_1_5_15'])}"
-            for entry in clock.loads
-        )
-    )
+    clock.print_loads()
     return results
 
 
