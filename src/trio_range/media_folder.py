@@ -80,7 +80,13 @@ class MediaFolder:
         return resolved
 
     def open(self, relative: str) -> OpenFile | None:
-        """Open a regular file inside the folder for reading (blocking: call in a thread)."""
+        """Open a regular file inside the folder for reading.
+
+        Called on the event loop: resolving, opening and ``fstat`` are metadata operations that
+        the dentry and inode caches answer in microseconds, while a thread hop costs about
+        0.2 ms and, measured, a quarter of a small range request's CPU. (A folder on a slow
+        network filesystem would block the loop here; nginx opens files inline too.)
+        """
         path = self.locate(relative)
         if path is None:
             return None

@@ -1,6 +1,6 @@
 """The origin server: the files of one media folder, with complete RFC 9110 range support.
 
-The view reads the request, opens the file (one thread hop: open + fstat), asks the pure
+The view reads the request, opens the file (on the event loop: see media_folder), asks the pure
 :func:`~trio_range.response_plan.plan_response` what to answer, and carries the plan out.
 The open file is registered with the request's resources, so it is closed when the exchange
 ends, even if the body was never iterated.
@@ -90,7 +90,7 @@ def create_app(config: OriginConfig | None = None) -> RangeApp:
     install_player(app)
 
     async def serve_file(relative: str) -> Response:
-        file = await trio.to_thread.run_sync(folder.open, relative)
+        file = folder.open(relative)
         if file is None:
             return not_found()
         exchange = current_exchange()
