@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
+from quart.sessions import SecureCookieSessionInterface
 from quart.wrappers import Request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -275,10 +276,28 @@ class _NullObserver:
         pass
 
 
+class _NoSessions(SecureCookieSessionInterface):
+    """No sessions: one shared read-only null session, never saved.
+
+    Stock Quart builds a null session object for every request of an app without a secret
+    key (2 % of a small range request's CPU, profiled). Writing to it raises, so one is enough.
+    """
+
+    def __init__(self) -> None:
+        self._null = self.null_session_class()
+
+    async def open_session(self, app: Any, request: Any) -> Any:
+        return self._null
+
+    async def save_session(self, app: Any, session: Any, response: Any) -> None:
+        return None
+
+
 class RangeApp(QuartTrio):
     """A QuartTrio app whose requests run in :class:`RangeHTTPConnection`."""
 
     asgi_http_class = RangeHTTPConnection
+    session_interface = _NoSessions()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # No /static/<path> route: the package's static files are served by their own routes,

@@ -68,14 +68,19 @@ class MediaFolder:
 
     def locate(self, relative: str) -> Path | None:
         """The file ``relative`` names inside the folder, or None if it may not be served."""
+        resolved = self._resolve(relative)
+        return None if resolved is None else Path(resolved)
+
+    def _resolve(self, relative: str) -> str | None:
+        # Strings, not Path objects: this runs on every request (pathlib cost 2 % of one).
         if not relative or "\x00" in relative or "\\" in relative:
             return None
-        segments = relative.split("/")
-        for segment in segments:
+        for segment in relative.split("/"):
             if not segment or segment.startswith("."):
                 return None
-        resolved = Path(os.path.realpath(self.root.joinpath(*segments)))
-        if not resolved.is_relative_to(self.root) or resolved == self.root:
+        root = str(self.root)
+        resolved = os.path.realpath(os.path.join(root, relative))
+        if not resolved.startswith(root.rstrip("/") + "/"):
             return None
         return resolved
 
@@ -87,7 +92,7 @@ class MediaFolder:
         0.2 ms and, measured, a quarter of a small range request's CPU. (A folder on a slow
         network filesystem would block the loop here; nginx opens files inline too.)
         """
-        path = self.locate(relative)
+        path = self._resolve(relative)
         if path is None:
             return None
         try:
