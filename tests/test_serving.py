@@ -205,3 +205,46 @@ async def test_client_that_stops_reading_is_aborted_after_the_send_stall_timeout
             ):
                 await trio.sleep(0.05)
         assert app.in_flight == 0
+
+
+class _SpawnCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned.append(task.name)
+
+
+async def test_keep_alive_requests_spawn_no_timer_task_and_idle_still_closes(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    # Per request: Hypercorn's app task and the connection's two (responder and disconnect
+    # watcher). Stock Hypercorn adds a keep-alive timer task each time the connection turns
+    # idle; _KeepAliveTimer keeps one per connection.
+    url = await start_app(
+        nursery,
+        create_app(origin_config(media_dir=media_dir)),
+        origin_config(media_dir=media_dir, keep_alive_timeout_s=0.5),
+    )
+    requests = 20
+    counter = _SpawnCounter()
+    stream = await open_client(url)
+    async with stream:
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for _ in range(requests):
+                await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = await read_head(stream)
+                head, _, body = received.partition(b"\r\n\r\n")
+                while len(body) < len(SMALL):
+                    body += await stream.receive_some(65536)
+                assert head.startswith(b"HTTP/1.1 200")
+                assert body == SMALL
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        # Plus, when the accept lands after the instrument is added, the connection's handler
+        # and its one timer.
+        assert len(counter.spawned) <= 3 * requests + 2, sorted(set(counter.spawned))
+        # The one timer still closes the idle connection after the keep-alive timeout.
+        with trio.fail_after(3):
+            assert await stream.receive_some(65536) == b""
