@@ -199,6 +199,24 @@ async def test_hop_by_hop_headers_are_stripped_both_ways(nursery: trio.Nursery) 
     assert response.headers["via"] == "1.1 trio-range"
 
 
+async def test_upstream_cookies_reach_their_client_and_never_other_clients(
+    nursery: trio.Nursery,
+) -> None:
+    # httpx's AsyncClient keeps a cookie jar: shared by every relay, it would send one
+    # client's upstream cookies on every other client's requests.
+    async with open_faulty_upstream("echo_headers") as upstream:
+        url = await start_proxy(nursery, upstream.url)
+        async with httpx.AsyncClient() as first:
+            response = await first.get(url + "/login")
+        assert response.headers["set-cookie"] == "session=from-upstream; Path=/"
+        async with httpx.AsyncClient() as second:
+            response = await second.get(url + "/echo")
+    echoed = json.loads(response.content)
+    assert response.status_code == 200
+    assert [name for name, _ in echoed["headers"] if name.lower() == "cookie"] == []
+    assert len(upstream.requests_seen) == 2
+
+
 async def test_absolute_form_target_and_host_never_redirect_the_proxy(
     nursery: trio.Nursery,
 ) -> None:

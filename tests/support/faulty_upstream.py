@@ -220,6 +220,8 @@ class FaultyUpstream:
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
                 ("X-End-To-End", "kept"),
+                # For the proxy to relay, and never to keep (it serves many clients).
+                ("Set-Cookie", "session=from-upstream; Path=/"),
                 *ECHO_HOP_BY_HOP_RESPONSE_FIELDS,
             ],
             body,
