@@ -23,17 +23,24 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPResponseBodyEvent,
+)
 from quart.sessions import SecureCookieSessionInterface
 from quart.wrappers import Request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from trio_range.errors import TrioRangeError
+from trio_range.errors import StreamAborted
+from trio_range.file_region import SEND_FILE_KEY, FileRegion, pages_cached, read_region
 
 log = logging.getLogger("trio_range")
 
@@ -43,16 +50,6 @@ CLEANUP_TIMEOUT_S = 5.0
 
 # Statuses whose responses carry no body whatever their Content-Length says (RFC 9110 §6.4.1).
 _BODYLESS_STATUSES = frozenset({204, 304})
-
-
-class StreamAborted(TrioRangeError):
-    """Raised inside a response body to abort the client connection.
-
-    Used when the bytes promised by the headers cannot be delivered (a file shrank, an upstream
-    truncated its body): an aborted transfer is detectable by the client, a short one is not.
-    """
-
-    status_hint = 502
 
 
 @dataclasses.dataclass(slots=True)
@@ -120,12 +117,15 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
             started_at=trio.current_time(),
         )
         complete = trio.Event()
+        send_file = self.scope.get("state", {}).get(SEND_FILE_KEY)
         token = _current.set(exchange)
         self.app.in_flight += 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_disconnect, nursery, request, receive, complete)
-                nursery.start_soon(self._respond, nursery, request, send, exchange, complete)
+                nursery.start_soon(
+                    self._respond, nursery, request, send, send_file, exchange, complete
+                )
         finally:
             self.app.in_flight -= 1
             _current.reset(token)
@@ -170,11 +170,12 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         nursery: trio.Nursery,
         request: Request,
         send: ASGISendCallable,
+        send_file: SendFile | None,
         exchange: Exchange,
         complete: trio.Event,
     ) -> None:
         response = await self.app.handle_request(request)
-        observed = _ObservedSend(send, exchange, complete, self.app.observer)
+        observed = _ObservedSend(send, send_file, exchange, complete, self.app.observer)
         try:
             await self._send_response(observed, response)
         except _ClientGone:
@@ -201,18 +202,24 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
 
 
 class _ObservedSend:
-    """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body."""
+    """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body.
 
-    __slots__ = ("_complete", "_exchange", "_observer", "_send")
+    It also carries out :class:`~trio_range.file_region.FileRegion` body items: with the
+    server's sendfile writer when there is one and the pages are cached, else as bytes read.
+    """
+
+    __slots__ = ("_complete", "_exchange", "_observer", "_send", "_send_file")
 
     def __init__(
         self,
         send: ASGISendCallable,
+        send_file: SendFile | None,
         exchange: Exchange,
         complete: trio.Event,
         observer: ExchangeObserver,
     ) -> None:
         self._send = send
+        self._send_file = send_file
         self._exchange = exchange
         self._complete = complete
         self._observer = observer
@@ -221,7 +228,22 @@ class _ObservedSend:
         exchange = self._exchange
         kind = message["type"]
         if kind == "http.response.body":
-            body: bytes = message.get("body", b"")  # type: ignore[assignment]
+            body: bytes | FileRegion = message.get("body", b"")  # type: ignore[assignment]
+            if isinstance(body, FileRegion):
+                if self._send_file is not None and pages_cached(body):
+                    if _stream_closed(self._send):
+                        raise _ClientGone
+                    await self._send_file(body)
+                    if exchange.first_byte_at is None:
+                        exchange.first_byte_at = trio.current_time()
+                    exchange.bytes_sent += body.count
+                    return
+                body = await read_region(body)
+                message = HTTPResponseBodyEvent(
+                    type="http.response.body",
+                    body=body,
+                    more_body=message.get("more_body", False),  # type: ignore[typeddict-item]
+                )
             if not message.get("more_body", False):
                 declared = exchange.declared_length
                 sent = exchange.bytes_sent + len(body)
@@ -257,6 +279,10 @@ class _ObservedSend:
                 exchange.first_byte_at = trio.current_time()
             return
         await self._send(message)
+
+
+# The server's sendfile writer (serving._TCPServer.send_file), found in the scope's state.
+SendFile = Callable[[FileRegion], Awaitable[None]]
 
 
 class _ClientGone(Exception):

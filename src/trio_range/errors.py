@@ -48,3 +48,13 @@ class UpstreamTruncated(UpstreamError):
     """The upstream closed or reset the body before its declared end."""
 
     status_hint = 502
+
+
+class StreamAborted(TrioRangeError):
+    """Raised inside a response body to abort the client connection.
+
+    Used when the bytes promised by the headers cannot be delivered (a file shrank, an upstream
+    truncated its body): an aborted transfer is detectable by the client, a short one is not.
+    """
+
+    status_hint = 502

@@ -5,9 +5,7 @@ ordinary name (no ``..``, ``.``, empty segments, NUL, backslash or dotfiles) and
 file, symlinks followed, lies inside the folder. Anything else is "not found", never an error
 that echoes a path.
 
-Reads use ``preadv(RWF_NOWAIT)`` on the event loop: when the pages are cached (the common case
-for media being watched) it returns at once and costs no thread hop; when they are not, it fails
-with EAGAIN and the read moves to a worker thread.
+Opening happens on the event loop; reading and sending the bytes is file_region.py's.
 """
 
 from __future__ import annotations
@@ -16,14 +14,8 @@ import dataclasses
 import mimetypes
 import os
 import stat
-from collections.abc import AsyncGenerator
 from pathlib import Path
 
-import trio
-
-from trio_range.connection import StreamAborted
-
-_HAS_NOWAIT = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
 # Bounds the listing so that a huge folder cannot make /media/ arbitrarily slow.
 MAX_LISTED_FILES = 10_000
 
@@ -133,47 +125,3 @@ class MediaFolder:
                 if len(entries) >= MAX_LISTED_FILES:
                     return entries
         return entries
-
-
-def _read_blocking(fd: int, offset: int, length: int) -> bytes:
-    return os.pread(fd, length, offset)
-
-
-async def read_at(file: OpenFile, offset: int, length: int) -> bytes:
-    """Up to ``length`` bytes at ``offset``; fewer only at end of file."""
-    if _HAS_NOWAIT:
-        buffer = bytearray(length)
-        try:
-            got = os.preadv(file.fd, [buffer], offset, os.RWF_NOWAIT)
-        except BlockingIOError:
-            got = 0
-        except OSError as error:
-            if error.errno not in {95}:  # EOPNOTSUPP: this filesystem has no RWF_NOWAIT
-                raise
-            got = 0
-        if got == length:
-            await trio.lowlevel.checkpoint()
-            return bytes(buffer)
-        if got:
-            rest = await trio.to_thread.run_sync(
-                _read_blocking, file.fd, offset + got, length - got
-            )
-            return bytes(buffer[:got]) + rest
-    return await trio.to_thread.run_sync(_read_blocking, file.fd, offset, length)
-
-
-async def iter_file_range(
-    file: OpenFile, start: int, length: int, chunk_size: int
-) -> AsyncGenerator[bytes]:
-    """The bytes ``[start, start + length)`` of ``file`` in chunks of at most ``chunk_size``.
-
-    Raises StreamAborted if the file ends early (it shrank while being sent): the headers
-    already promised ``length`` bytes.
-    """
-    position, end = start, start + length
-    while position < end:
-        data = await read_at(file, position, min(chunk_size, end - position))
-        if not data:
-            raise StreamAborted(f"file ended at byte {position}, {end - position} bytes short")
-        position += len(data)
-        yield data

@@ -1,9 +1,10 @@
 """The origin server: the files of one media folder, with complete RFC 9110 range support.
 
 The view reads the request, opens the file (on the event loop: see media_folder), asks the pure
-:func:`~trio_range.response_plan.plan_response` what to answer, and carries the plan out.
-The open file is registered with the request's resources, so it is closed when the exchange
-ends, even if the body was never iterated.
+:func:`~trio_range.response_plan.plan_response` what to answer, and carries the plan out:
+file bytes go into the body as regions that the connection sends with sendfile or reads
+(file_region.py). The open file is registered with the request's resources, so it is closed
+when the exchange ends, even if the body was never iterated.
 
 Run it with ``trio-range origin`` or ``hypercorn -k trio 'trio_range.origin:create_app()'``
 (configured from ``TRIO_RANGE_ORIGIN_*`` environment variables).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 
 import trio
 from quart import Response, request
@@ -23,8 +23,9 @@ from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
 from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import ConfigError
+from trio_range.file_region import FileRegion, file_regions
 from trio_range.guards import install_request_guards
-from trio_range.media_folder import MediaFolder, OpenFile, content_type_for, iter_file_range
+from trio_range.media_folder import MediaFolder, OpenFile, content_type_for
 from trio_range.player import install_player
 from trio_range.ranges import ByteRange, RangeLimits, RangeOutcome
 from trio_range.response_plan import Representation, ResponsePlan, plan_response
@@ -37,18 +38,15 @@ ALLOWED_METHODS = ["GET", "HEAD"]
 
 async def _body(
     segments: tuple[bytes | ByteRange, ...], file: OpenFile, chunk_size: int
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | FileRegion]:
+    # File bytes go out as regions: the connection sends them with sendfile where it can, or
+    # reads them (file_region.py).
     for segment in segments:
         if isinstance(segment, bytes):
             yield segment
         else:
-            # aclosing: when the client leaves, this generator is closed at its yield, and the
-            # inner one must be closed with it, not left to the garbage collector.
-            async with aclosing(
-                iter_file_range(file, segment.start, segment.length, chunk_size)
-            ) as chunks:
-                async for data in chunks:
-                    yield data
+            for region in file_regions(file.fd, segment.start, segment.length, chunk_size):
+                yield region
 
 
 def _response(plan: ResponsePlan, body: object) -> Response:

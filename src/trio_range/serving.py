@@ -12,6 +12,7 @@ from contextlib import suppress
 from functools import partial
 from typing import Any, cast
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
@@ -24,6 +25,7 @@ from hypercorn.utils import wrap_app
 
 from trio_range.config import ProxyConfig, ServerConfig
 from trio_range.connection import RangeApp
+from trio_range.file_region import SEND_FILE_KEY, FileRegion, sendfile_region
 
 log = logging.getLogger("trio_range")
 
@@ -133,6 +135,30 @@ class _TCPServer(TCPServer):
         self.idle_task = _KeepAliveTimer(  # type: ignore[assignment]
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
+
+    async def send_file(self, region: FileRegion) -> None:
+        """Write ``region`` with sendfile as the next body bytes of the response being sent.
+
+        h11 frames the region as any body data (it counts it against the Content-Length, or
+        writes a chunk header) and hands it back untouched in its output. The write is shielded
+        and under the send lock, as Hypercorn's own writes are; a peer that has gone is reported
+        to the protocol as Hypercorn reports it, by closing the stream.
+        """
+        protocol = self.protocol.protocol
+        assert isinstance(protocol, H11Protocol)
+        connection = protocol.connection
+        assert isinstance(connection, h11.Connection)
+        pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True):
+                    for piece in pieces or ():
+                        if isinstance(piece, FileRegion):
+                            await sendfile_region(self.stream.socket, piece)
+                        else:
+                            await self.stream.send_all(piece)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
         while True:
@@ -267,7 +293,11 @@ async def serve_app(
     )
 
     async def serve_connection(stream: trio.SocketStream) -> None:
-        await _TCPServer(asgi, hc, context, ConnectionState(lifespan_state.copy()), stream)
+        state = ConnectionState(lifespan_state.copy())
+        server = _TCPServer(asgi, hc, context, state, stream)
+        # The app finds the connection's sendfile writer in its scope's state.
+        state[SEND_FILE_KEY] = server.send_file
+        await server
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -22,8 +22,7 @@ import httpx2 as httpx
 import trio
 
 from trio_range.config import ProxyConfig
-from trio_range.connection import StreamAborted
-from trio_range.errors import UpstreamError, UpstreamTimeout
+from trio_range.errors import StreamAborted, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("trio_range.proxy")
 

@@ -1,0 +1,187 @@
+"""File regions as body items: cutting, the page-cache probe, sendfile and the read fallback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import file_data
+from tests.multipart_reader import parse_byteranges
+from tests.servers import origin_config, start_app
+from trio_range import file_region
+from trio_range.errors import StreamAborted
+from trio_range.file_region import (
+    FileRegion,
+    file_regions,
+    pages_cached,
+    read_region,
+    sendfile_region,
+)
+from trio_range.origin import create_app
+
+DATA = file_data(3_000_000, seed=11)
+
+
+@pytest.fixture
+def data_fd(tmp_path: Path) -> Iterator[int]:
+    path = tmp_path / "data.bin"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def evict(fd: int) -> None:
+    """Drop the file's clean pages from the page cache."""
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+@given(
+    start=st.integers(0, 10_000),
+    length=st.integers(0, 10_000),
+    chunk=st.integers(1, 3_000),
+)
+def test_file_regions_cover_the_range_exactly_in_bounded_pieces(
+    start: int, length: int, chunk: int
+) -> None:
+    regions = list(file_regions(3, start, length, chunk))
+    assert all(r.fd == 3 and 0 < r.count <= chunk for r in regions)
+    position = start
+    for region in regions:
+        assert region.offset == position
+        position += region.count
+    assert position == start + length
+
+
+def test_the_probe_sees_cached_pages_and_evicted_ones(data_fd: int) -> None:
+    region = FileRegion(data_fd, 1_000_000, 600_000)
+    os.pread(data_fd, region.count, region.offset)
+    assert pages_cached(region)
+    evict(data_fd)
+    # On a filesystem that ignores POSIX_FADV_DONTNEED (tmpfs), the pages stay: this test
+    # needs pytest's tmp directory on a disk-backed filesystem, as CI has.
+    assert not pages_cached(region), "POSIX_FADV_DONTNEED did not evict: tmp is not on a disk"
+    assert not pages_cached(FileRegion(data_fd, len(DATA), 10))  # past the end
+    assert not pages_cached(FileRegion(data_fd, 0, 0))
+
+
+async def test_read_region_reads_cached_and_cold_pages_and_refuses_a_short_file(
+    data_fd: int,
+) -> None:
+    region = FileRegion(data_fd, 123_457, 700_001)
+    expected = DATA[region.offset : region.offset + region.count]
+    assert await read_region(region) == expected  # cached: read on the loop
+    evict(data_fd)
+    assert await read_region(region) == expected  # cold: read in a thread
+    with pytest.raises(StreamAborted, match="bytes short"):
+        await read_region(FileRegion(data_fd, len(DATA) - 100, 1000))
+
+
+async def test_sendfile_region_writes_the_bytes_through_a_full_socket(data_fd: int) -> None:
+    left, right = trio.socket.socketpair()
+    with left, right:
+        # Small buffers: the region is written in many sendfile calls with waits in between.
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        region = FileRegion(data_fd, 5, 1_500_000)
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < region.count:
+                received.extend(await right.recv(65536))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)
+                await sendfile_region(left, region)
+        assert bytes(received) == DATA[5 : 5 + region.count]
+
+        with pytest.raises(StreamAborted, match="bytes short"):
+            await sendfile_region(left, FileRegion(data_fd, len(DATA) - 10, 20))
+        right.close()
+        with pytest.raises((BrokenPipeError, ConnectionResetError)), trio.fail_after(5):
+            for _ in range(100):  # the peer is gone: EPIPE or ECONNRESET, soon
+                await sendfile_region(left, FileRegion(data_fd, 0, 100_000))
+
+
+class _Spy:
+    """Counts calls to a real function and calls it."""
+
+    def __init__(self, function: object) -> None:
+        self.function = function
+        self.calls = 0
+
+    async def __call__(self, *args: object) -> object:
+        self.calls += 1
+        return await self.function(*args)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("cold", [False, True])
+async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool
+) -> None:
+    (tmp_path / "data.bin").write_bytes(DATA)
+    sendfile = _Spy(file_region.sendfile_region)
+    monkeypatch.setattr("trio_range.serving.sendfile_region", sendfile)
+    reads = _Spy(file_region.read_region)
+    monkeypatch.setattr("trio_range.connection.read_region", reads)
+    config = origin_config(media_dir=tmp_path, chunk_size_bytes=256 * 1024)
+    url = await start_app(nursery, create_app(config), config)
+    async with httpx.AsyncClient() as client:
+        if not cold:
+            assert (await client.get(url + "/media/data.bin")).content == DATA  # warms too
+        fd = os.open(tmp_path / "data.bin", os.O_RDONLY)
+        try:
+            if cold:
+                evict(fd)
+        finally:
+            os.close(fd)
+        sendfile.calls = reads.calls = 0
+        whole = await client.get(url + "/media/data.bin")
+        parts = await client.get(
+            url + "/media/data.bin", headers={"Range": "bytes=0-99, 1000000-1600000, -7"}
+        )
+    assert whole.content == DATA
+    assert [
+        data for _, _, data in parse_byteranges(parts.content, parts.headers["content-type"])
+    ] == [
+        DATA[0:100],
+        DATA[1_000_000:1_600_001],
+        DATA[-7:],
+    ]
+    if cold:
+        # A region whose pages are cold is read (in a thread), never sent with sendfile, which
+        # would block the event loop on the disk; reading it starts the kernel's readahead, so
+        # the regions after it are usually cached again.
+        assert reads.calls >= 1
+    else:
+        assert reads.calls == 0
+        assert sendfile.calls >= len(DATA) // (256 * 1024) + 3
+
+
+async def test_origin_under_stock_hypercorn_reads_regions_into_bytes(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # `hypercorn -k trio 'trio_range.origin:create_app()'` has no sendfile writer.
+    (tmp_path / "data.bin").write_bytes(DATA)
+    app = create_app(origin_config(media_dir=tmp_path, chunk_size_bytes=64 * 1024))
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    urls = await nursery.start(serve, app, config)
+    async with httpx.AsyncClient() as client:
+        whole = await client.get(urls[0] + "/media/data.bin")
+        part = await client.get(urls[0] + "/media/data.bin", headers={"Range": "bytes=7-70006"})
+    assert whole.content == DATA
+    assert (part.status_code, part.content) == (206, DATA[7:70007])
