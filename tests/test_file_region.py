@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from tests.servers import origin_config, start_app
 from trio_range import file_region
 from trio_range.errors import StreamAborted
 from trio_range.file_region import (
+    SENDFILE_REGION_BYTES,
     FileRegion,
     file_regions,
     pages_cached,
@@ -43,10 +47,53 @@ def data_fd(tmp_path: Path) -> Iterator[int]:
         os.close(fd)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def resident_pages(fd: int) -> int:
+    """How many of the file's pages are in the page cache (mincore, which reads nothing).
+
+    Not our probe: a missed RWF_NOWAIT read starts the kernel's readahead, so probing to check
+    an eviction would undo it.
+    """
+    size = os.fstat(fd).st_size
+    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    try:
+        vector = ctypes.create_string_buffer(-(-size // mmap.PAGESIZE))
+        if _libc.mincore(address, size, vector) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        return sum(byte & 1 for byte in vector.raw)
+    finally:
+        _libc.munmap(address, size)
+
+
 def evict(fd: int) -> None:
-    """Drop the file's clean pages from the page cache."""
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    """Drop the file's pages from the page cache, and check that they are gone."""
+    # Pages still on a per-CPU LRU list, or arriving from a readahead in flight, are dropped
+    # on a later try; the cache must stay empty for a moment before the test goes on.
+    for _ in range(50):
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if resident_pages(fd) == 0:
+            time.sleep(0.02)
+            if resident_pages(fd) == 0:
+                return
+        time.sleep(0.01)
+    # tmpfs, for one, keeps its pages: these tests need pytest's tmp directory on a disk.
+    raise AssertionError(f"{resident_pages(fd)} pages still cached after POSIX_FADV_DONTNEED")
 
 
 @given(
@@ -71,9 +118,7 @@ def test_the_probe_sees_cached_pages_and_evicted_ones(data_fd: int) -> None:
     os.pread(data_fd, region.count, region.offset)
     assert pages_cached(region)
     evict(data_fd)
-    # On a filesystem that ignores POSIX_FADV_DONTNEED (tmpfs), the pages stay: this test
-    # needs pytest's tmp directory on a disk-backed filesystem, as CI has.
-    assert not pages_cached(region), "POSIX_FADV_DONTNEED did not evict: tmp is not on a disk"
+    assert not pages_cached(region)
     assert not pages_cached(FileRegion(data_fd, len(DATA), 10))  # past the end
     assert not pages_cached(FileRegion(data_fd, 0, 0))
 
@@ -105,15 +150,17 @@ async def test_sendfile_region_writes_the_bytes_through_a_full_socket(data_fd: i
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_all)
-                await sendfile_region(left, region)
+                assert await sendfile_region(left, region) == region.count
         assert bytes(received) == DATA[5 : 5 + region.count]
 
         with pytest.raises(StreamAborted, match="bytes short"):
             await sendfile_region(left, FileRegion(data_fd, len(DATA) - 10, 20))
         right.close()
-        with pytest.raises((BrokenPipeError, ConnectionResetError)), trio.fail_after(5):
-            for _ in range(100):  # the peer is gone: EPIPE or ECONNRESET, soon
-                await sendfile_region(left, FileRegion(data_fd, 0, 100_000))
+        # The peer is gone: EPIPE or ECONNRESET soon, and the bytes written before it.
+        with trio.fail_after(5):
+            while (written := await sendfile_region(left, FileRegion(data_fd, 0, 100_000))) > 0:
+                assert written <= 100_000
+        assert written == 0
 
 
 class _Spy:
@@ -164,11 +211,13 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
     if cold:
         # A region whose pages are cold is read (in a thread), never sent with sendfile, which
         # would block the event loop on the disk; reading it starts the kernel's readahead, so
-        # the regions after it are usually cached again.
-        assert reads.calls >= 1
+        # the regions after it are usually cached again. The cold region is read in pieces of
+        # the chunk size, not whole: memory per stream stays one chunk.
+        assert reads.calls >= SENDFILE_REGION_BYTES // (256 * 1024)
     else:
         assert reads.calls == 0
-        assert sendfile.calls >= len(DATA) // (256 * 1024) + 3
+        # Regions of SENDFILE_REGION_BYTES for the whole file, one per part for the ranges.
+        assert sendfile.calls == -(-len(DATA) // SENDFILE_REGION_BYTES) + 3
 
 
 async def test_origin_under_stock_hypercorn_reads_regions_into_bytes(

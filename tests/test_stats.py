@@ -576,13 +576,15 @@ def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int]:
     raise AssertionError(f"no connection {local_port} -> {remote_port} in /proc/net/tcp")
 
 
+# Left during the first of big.bin's two sendfile regions, or during the last one (whose end is
+# followed by the final body message: the client's leaving must not read as a short body).
+@pytest.mark.parametrize("n", [300_000, 2_500_000])
 async def test_stream_aborted_after_n_bytes_counts_them_within_one_chunk(
-    nursery: trio.Nursery, media_dir: Path
+    nursery: trio.Nursery, media_dir: Path, n: int
 ) -> None:
     chunk = 16 * 1024
     url = await start_origin(nursery, media_dir=media_dir, chunk_size_bytes=chunk)
     server_port = int(url.rsplit(":", 1)[1])
-    n = 300_000
     client = trio.socket.socket()
     # A small receive window keeps the server from pushing the whole file into kernel buffers.
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)

@@ -175,7 +175,9 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         complete: trio.Event,
     ) -> None:
         response = await self.app.handle_request(request)
-        observed = _ObservedSend(send, send_file, exchange, complete, self.app.observer)
+        observed = _ObservedSend(
+            send, send_file, self.app.read_chunk_bytes, exchange, complete, self.app.observer
+        )
         try:
             await self._send_response(observed, response)
         except _ClientGone:
@@ -208,18 +210,20 @@ class _ObservedSend:
     server's sendfile writer when there is one and the pages are cached, else as bytes read.
     """
 
-    __slots__ = ("_complete", "_exchange", "_observer", "_send", "_send_file")
+    __slots__ = ("_complete", "_exchange", "_observer", "_read_chunk_bytes", "_send", "_send_file")
 
     def __init__(
         self,
         send: ASGISendCallable,
         send_file: SendFile | None,
+        read_chunk_bytes: int,
         exchange: Exchange,
         complete: trio.Event,
         observer: ExchangeObserver,
     ) -> None:
         self._send = send
         self._send_file = send_file
+        self._read_chunk_bytes = read_chunk_bytes
         self._exchange = exchange
         self._complete = complete
         self._observer = observer
@@ -233,21 +237,28 @@ class _ObservedSend:
                 if self._send_file is not None and pages_cached(body):
                     if _stream_closed(self._send):
                         raise _ClientGone
-                    await self._send_file(body)
+                    written = await self._send_file(body)
                     if exchange.first_byte_at is None:
                         exchange.first_byte_at = trio.current_time()
-                    exchange.bytes_sent += body.count
-                    return
-                body = await read_region(body)
-                message = HTTPResponseBodyEvent(
-                    type="http.response.body",
-                    body=body,
-                    more_body=message.get("more_body", False),  # type: ignore[typeddict-item]
-                )
+                    exchange.bytes_sent += written
+                else:
+                    # Read in pieces of the chunk size: memory per stream stays one piece.
+                    for piece in body.pieces(self._read_chunk_bytes):
+                        data = await read_region(piece)
+                        await self(
+                            HTTPResponseBodyEvent(
+                                type="http.response.body", body=data, more_body=True
+                            )
+                        )
+                return
             if not message.get("more_body", False):
                 declared = exchange.declared_length
                 sent = exchange.bytes_sent + len(body)
                 if exchange.has_body and declared is not None and sent != declared:
+                    if _stream_closed(self._send):
+                        # The client left during the last write (a sendfile counts only what
+                        # the kernel took): aborted by the client, not failed by us.
+                        raise _ClientGone
                     raise StreamAborted(f"body ended at {sent} of {declared} declared bytes")
                 # Set before the final send: a disconnect posted while Hypercorn re-arms its
                 # keep-alive timer inside this send must not cancel it.
@@ -282,7 +293,8 @@ class _ObservedSend:
 
 
 # The server's sendfile writer (serving._TCPServer.send_file), found in the scope's state.
-SendFile = Callable[[FileRegion], Awaitable[None]]
+# It returns the bytes written: fewer than the region's if the client went away part way.
+SendFile = Callable[[FileRegion], Awaitable[int]]
 
 
 class _ClientGone(Exception):
@@ -336,3 +348,5 @@ class RangeApp(QuartTrio):
         self.observer: ExchangeObserver = _NullObserver()
         # Requests being handled now (trio-safe: changed only synchronously).
         self.in_flight = 0
+        # Body bytes read per step where a file region is read rather than sent with sendfile.
+        self.read_chunk_bytes = 512 * 1024

@@ -23,7 +23,7 @@ from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
 from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import ConfigError
-from trio_range.file_region import FileRegion, file_regions
+from trio_range.file_region import SENDFILE_REGION_BYTES, FileRegion, file_regions
 from trio_range.guards import install_request_guards
 from trio_range.media_folder import MediaFolder, OpenFile, content_type_for
 from trio_range.player import install_player
@@ -37,7 +37,7 @@ ALLOWED_METHODS = ["GET", "HEAD"]
 
 
 async def _body(
-    segments: tuple[bytes | ByteRange, ...], file: OpenFile, chunk_size: int
+    segments: tuple[bytes | ByteRange, ...], file: OpenFile, region_bytes: int
 ) -> AsyncIterator[bytes | FileRegion]:
     # File bytes go out as regions: the connection sends them with sendfile where it can, or
     # reads them (file_region.py).
@@ -45,7 +45,7 @@ async def _body(
         if isinstance(segment, bytes):
             yield segment
         else:
-            for region in file_regions(file.fd, segment.start, segment.length, chunk_size):
+            for region in file_regions(file.fd, segment.start, segment.length, region_bytes):
                 yield region
 
 
@@ -83,6 +83,8 @@ def create_app(config: OriginConfig | None = None) -> RangeApp:
     limits = RangeLimits(max_ranges=config.max_ranges)
     app = RangeApp(__name__)
     app.config["TRIO_RANGE"] = config
+    app.read_chunk_bytes = config.chunk_size_bytes
+    region_bytes = max(config.chunk_size_bytes, SENDFILE_REGION_BYTES)
     install_common_routes(app, role="origin", access_log=config.access_log)
     install_request_guards(app, config)
     install_player(app)
@@ -120,7 +122,7 @@ def create_app(config: OriginConfig | None = None) -> RangeApp:
             # HEAD answers the headers GET would, without reading the file (Quart would run
             # the GET and discard its body).
             return _response(plan, b"")
-        return _response(plan, _body(plan.body, file, config.chunk_size_bytes))
+        return _response(plan, _body(plan.body, file, region_bytes))
 
     @app.route("/", methods=ALLOWED_METHODS, provide_automatic_options=False)
     async def index() -> Response:

@@ -136,29 +136,34 @@ class _TCPServer(TCPServer):
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
 
-    async def send_file(self, region: FileRegion) -> None:
+    async def send_file(self, region: FileRegion) -> int:
         """Write ``region`` with sendfile as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
         writes a chunk header) and hands it back untouched in its output. The write is shielded
-        and under the send lock, as Hypercorn's own writes are; a peer that has gone is reported
-        to the protocol as Hypercorn reports it, by closing the stream.
+        and under the send lock, as Hypercorn's own writes are. Returns the region's bytes
+        written; a peer that went away part way is reported to the protocol as Hypercorn
+        reports it, by closing the stream.
         """
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
         assert isinstance(connection, h11.Connection)
         pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
+        written = 0
         async with self.send_lock:
             try:
                 with trio.CancelScope(shield=True):
                     for piece in pieces or ():
                         if isinstance(piece, FileRegion):
-                            await sendfile_region(self.stream.socket, piece)
+                            written = await sendfile_region(self.stream.socket, piece)
+                            if written < piece.count:
+                                raise trio.BrokenResourceError
                         else:
                             await self.stream.send_all(piece)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.protocol.handle(Closed())
+        return written
 
     async def _read_data(self) -> None:
         while True:
