@@ -15,7 +15,7 @@ from typing import Any, cast
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -135,6 +135,13 @@ class _TCPServer(TCPServer):
         self.idle_task = _KeepAliveTimer(  # type: ignore[assignment]
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
+
+    async def protocol_send(self, event: Event) -> None:
+        # h11 frames the end of a Content-Length body as no bytes at all, and Hypercorn still
+        # takes the send lock and a shielded checkpoint to write them, once per response.
+        if isinstance(event, RawData) and not event.data:
+            return
+        await super().protocol_send(event)
 
     async def send_file(self, region: FileRegion) -> int:
         """Write ``region`` with sendfile as the next body bytes of the response being sent.
