@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench clean fuzz soak bench-issue8
+.PHONY: demo test lint typecheck unit system-deps bench bench-throughput clean fuzz soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,16 +30,17 @@ unit: $(STAMP) system-deps
 
 test: lint typecheck unit
 
-# The figures in the README's performance section (about 20 minutes; loopback only).
+# The README's performance table: every target of the performance issue beside its same-run
+# baselines (nginx, nginx proxy_pass, the aiohttp pair in benchmarks/aiohttp_baseline.py);
+# about 15 minutes, loopback only. ARGS=--quick checks the harness in about 3.
 bench: $(STAMP) system-deps
-	$(BIN)/python -m benchmarks.origin_throughput
-	$(BIN)/python -m benchmarks.proxy_throughput
-
-# Issue 8's targets table, each row beside its same-run baselines (nginx, the aiohttp pair in
-# benchmarks/aiohttp_baseline.py); about 15 minutes. ARGS=--quick checks the harness in ~3.
-bench-issue8: $(STAMP) system-deps
 	$(BIN)/python -c 'import aiohttp' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.issue8 $(ARGS)
+
+# Throughput and request rates against nginx only, at several concurrencies (about 20 minutes).
+bench-throughput: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.origin_throughput
+	$(BIN)/python -m benchmarks.proxy_throughput
 
 # The fuzz tests with a large example budget (make test runs them with a small one).
 fuzz: $(STAMP)
