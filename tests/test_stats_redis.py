@@ -344,3 +344,18 @@ async def test_a_killed_workers_active_streams_disappear_after_the_expiry(
     assert len(dead) == 1
     assert dead[0]["requests"] == 2  # its pushed counts stay in the totals
     assert document["requests"]["total"] == 2
+
+
+def test_servers_without_a_redis_backend_never_import_redis() -> None:
+    # redis-py costs every server process 5 MiB of RSS (the proxy's memory target is 64 MiB).
+    code = (
+        "import sys, trio_range.cli, trio_range.origin, trio_range.proxy\n"
+        "from trio_range.config import ProxyConfig\n"
+        "from trio_range.proxy import create_app\n"
+        "create_app(ProxyConfig(upstream='http://127.0.0.1:9'))\n"
+        "print('redis' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False", done.stderr

@@ -35,11 +35,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from trio_range.stats import (
     RANGE_OUTCOMES,
@@ -367,6 +364,12 @@ class RedisStatsStore:
         # Several intervals, so one slow push does not make a live instance look dead.
         self.gauge_ttl_s = max(3 * push_interval_s, 1.0)
         timeout_s = min(max(2 * push_interval_s, 0.5), 5.0)
+        # Imported here, not with the module: redis-py adds 5 MiB to the RSS of every server,
+        # and only those with a Redis backend use it.
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         # redis-py's own retries are off: the pusher decides when to try again.
         self._client = redis.Redis.from_url(
             url,
