@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--wrk", default="wrk")
-    parser.add_argument("--output", default=str(RESULTS_DIR / "stack_floor.json"))
+    parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "stack_floor.json")
     return run_and_save(run, parser.parse_args(argv))
 
 
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{figure['cpu_ms_per_request']:>12.3f}{ratio:>17.2f}x"
         )
     print(json.dumps({"load_1min_end": load_1min()}))
-    return {"runs": runs, "medians": medians, "body_bytes": BODY_BYTES, "args": vars(args)}
+    settings = {key: str(value) for key, value in vars(args).items()}
+    return {"runs": runs, "medians": medians, "body_bytes": BODY_BYTES, "args": settings}
 
 
 if __name__ == "__main__":
