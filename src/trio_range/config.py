@@ -36,7 +36,7 @@ class ServerConfig:
     host: str = _field("127.0.0.1", "address to listen on")
     port: int = _field(0, "TCP port to listen on")
     keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
-    chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
+    chunk_size_bytes: int = _field(512 * 1024, "origin: file bytes read per step (sendfile: 2 MiB)")
     access_log: bool = _field(True, "write one structured log line per request")
     max_connections: int = _field(1000, "open client connections at most (503 past it)")
     max_streams: int = _field(256, "requests in flight at most (503 with Retry-After past it)")
