@@ -75,11 +75,11 @@ from benchmarks._harness import (
 )
 from benchmarks.origin_throughput import RESULTS_DIR, ROOT, checked, ensure_file
 from trio_range.config import OriginConfig, ProxyConfig
-from trio_range.connection import Exchange, ExchangeObserver
 from trio_range.media_files import format_size, parse_size
-from trio_range.origin import create_app as create_origin
-from trio_range.proxy import create_app as create_proxy
-from trio_range.serving import serve_app
+from trio_range.origin.app import create_app as create_origin
+from trio_range.proxy.app import create_app as create_proxy
+from trio_range.server.connection import Exchange, ExchangeObserver
+from trio_range.server.serving import serve_app
 
 HOST = "127.0.0.1"
 LUA_SCRIPT = ROOT / "benchmarks" / "random_ranges.lua"

@@ -46,10 +46,10 @@ import trio
 from tests.multipart_reader import parse_byteranges, parse_content_range
 from tests.servers import origin_config, proxy_config, start_app
 
+from trio_range.http.ranges import decide_ranges
 from trio_range.media_files import expected_bytes, format_size, parse_size, write_deterministic_file
-from trio_range.origin import create_app as create_origin
-from trio_range.proxy import create_app as create_proxy
-from trio_range.ranges import decide_ranges
+from trio_range.origin.app import create_app as create_origin
+from trio_range.proxy.app import create_app as create_proxy
 
 FILE_NAME = "soak.bin"
 MAX_HEAD_BYTES = 64 * 1024

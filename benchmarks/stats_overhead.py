@@ -27,8 +27,8 @@ import trio
 
 from benchmarks._harness import BenchmarkError, Server, free_port, run_server
 from trio_range.config import OriginConfig
-from trio_range.connection import Exchange
-from trio_range.stats import MemoryStatsStore
+from trio_range.server.connection import Exchange
+from trio_range.stats.store import MemoryStatsStore
 
 HOST = "127.0.0.1"
 FILE_NAME = "bench.bin"
@@ -49,8 +49,8 @@ class NoOpObserver:
 
 def serve(stats: str, port: int, media_dir: Path) -> None:
     """Run one origin until killed (the subprocess side)."""
-    from trio_range.origin import create_app
-    from trio_range.serving import serve_app
+    from trio_range.origin.app import create_app
+    from trio_range.server.serving import serve_app
 
     config = OriginConfig(
         host=HOST, port=port, media_dir=media_dir, default_file=FILE_NAME, access_log=False

@@ -45,15 +45,15 @@ REQUEST_DEADLINE_S = 120.0
 LIBRARIES = ("httpx", "httpx2")
 
 # The proxy's command line, run by ``python -c``. For "httpx" it aliases the module first: the
-# two packages have the same API (httpx2 is a fork of httpx), and trio_range.upstream is the
+# two packages have the same API (httpx2 is a fork of httpx), and trio_range.proxy.upstream is the
 # only module that imports it. It prints which library answered, so the log proves it.
 LAUNCHER = """
 import sys
 if sys.argv[1] == "httpx":
     import httpx
     sys.modules["httpx2"] = httpx
-import trio_range.upstream
-client = trio_range.upstream.httpx
+import trio_range.proxy.upstream
+client = trio_range.proxy.upstream.httpx
 print("upstream client:", client.__name__, client.__version__, flush=True)
 from trio_range.cli import main
 sys.exit(main(sys.argv[2:]))

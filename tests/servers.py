@@ -11,8 +11,8 @@ import httpx
 import trio
 
 from trio_range.config import OriginConfig, ProxyConfig, ServerConfig
-from trio_range.connection import RangeApp
-from trio_range.serving import serve_app
+from trio_range.server.connection import RangeApp
+from trio_range.server.serving import serve_app
 
 
 async def start_app(nursery: trio.Nursery, app: RangeApp, config: ServerConfig) -> str:
@@ -35,7 +35,7 @@ def proxy_config(upstream: str, **overrides: Any) -> ProxyConfig:
 
 
 async def start_origin(nursery: trio.Nursery, **overrides: Any) -> str:
-    from trio_range.origin import create_app
+    from trio_range.origin.app import create_app
 
     config = origin_config(**overrides)
     return await start_app(nursery, create_app(config), config)

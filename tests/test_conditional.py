@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_range.conditional import (
+from trio_range.http.conditional import (
     ConditionalRequest,
     EntityTag,
     Precondition,

@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from tests.conftest import file_data
 from tests.multipart_reader import parse_byteranges
 from tests.servers import origin_config, start_app
-from trio_range import file_region
 from trio_range.errors import StreamAborted
-from trio_range.file_region import (
+from trio_range.origin.app import create_app
+from trio_range.server import file_region
+from trio_range.server.file_region import (
     SENDFILE_REGION_BYTES,
     FileRegion,
     file_regions,
@@ -31,7 +32,6 @@ from trio_range.file_region import (
     read_region,
     sendfile_region,
 )
-from trio_range.origin import create_app
 
 DATA = file_data(3_000_000, seed=11)
 
@@ -181,9 +181,9 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
 ) -> None:
     (tmp_path / "data.bin").write_bytes(DATA)
     sendfile = _Spy(file_region.sendfile_region)
-    monkeypatch.setattr("trio_range.serving.sendfile_region", sendfile)
+    monkeypatch.setattr("trio_range.server.serving.sendfile_region", sendfile)
     reads = _Spy(file_region.read_region)
-    monkeypatch.setattr("trio_range.connection.read_region", reads)
+    monkeypatch.setattr("trio_range.server.connection.read_region", reads)
     config = origin_config(media_dir=tmp_path, chunk_size_bytes=256 * 1024)
     url = await start_app(nursery, create_app(config), config)
     async with httpx.AsyncClient() as client:

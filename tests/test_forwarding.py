@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_range.forwarding import (
+from trio_range.http.forwarding import (
     HOP_BY_HOP,
     connection_options,
     request_headers_for_upstream,

@@ -14,10 +14,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.multipart_reader import parse_byteranges, parse_content_range
-from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.errors import RangeParseError
-from trio_range.multipart import MultipartByteranges, segment_length
-from trio_range.ranges import (
+from trio_range.http.conditional import ConditionalRequest, Validators
+from trio_range.http.multipart import MultipartByteranges, segment_length
+from trio_range.http.ranges import (
     ByteRange,
     RangeLimits,
     RangeOutcome,
@@ -27,7 +27,7 @@ from trio_range.ranges import (
     parse_query_range,
     parse_range_header,
 )
-from trio_range.response_plan import Representation, ResponsePlan, plan_response
+from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
 
 # Every code point, surrogates included: what a header decoded the wrong way can hold.
 ANY_CHARACTER = st.characters(codec=None, categories=None, exclude_categories=())

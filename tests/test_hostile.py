@@ -22,7 +22,7 @@ from tests.conftest import SMALL, file_data
 from tests.multipart_reader import parse_byteranges, parse_content_range
 from tests.servers import proxy_config, start_app, start_origin
 from tests.support.faulty_upstream import OK_BODY, FaultyUpstream, open_faulty_upstream
-from trio_range.proxy import create_app as create_proxy
+from trio_range.proxy.app import create_app as create_proxy
 
 BIG = file_data(3_000_000)
 # Short, so that the slowloris tests can watch a stalled connection being dropped.

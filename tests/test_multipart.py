@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.multipart_reader import parse_byteranges, parse_content_range
-from trio_range.multipart import MultipartByteranges, new_boundary, segment_length
-from trio_range.ranges import ByteRange
+from trio_range.http.multipart import MultipartByteranges, new_boundary, segment_length
+from trio_range.http.ranges import ByteRange
 
 DATA = b"abcdefghijk"
 

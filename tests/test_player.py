@@ -27,11 +27,11 @@ from hypercorn.trio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from tests.servers import CHROMIUM_FLAGS, origin_config, proxy_config, start_app
-from trio_range.connection import RangeApp
-from trio_range.origin import create_app as create_origin
-from trio_range.player import render_page
-from trio_range.proxy import create_app as create_proxy
-from trio_range.serving import hypercorn_config
+from trio_range.origin.app import create_app as create_origin
+from trio_range.origin.player import render_page
+from trio_range.proxy.app import create_app as create_proxy
+from trio_range.server.connection import RangeApp
+from trio_range.server.serving import hypercorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "media" / "sample.mp4"

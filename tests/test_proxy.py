@@ -23,7 +23,7 @@ from tests.servers import (
 )
 from tests.support.faulty_upstream import open_faulty_upstream, unused_port
 from tests.support.nginx import open_nginx
-from trio_range.proxy import create_app
+from trio_range.proxy.app import create_app
 
 BIG = file_data(3_000_000)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_range.errors import RangeParseError
-from trio_range.ranges import (
+from trio_range.http.ranges import (
     MAX_DIGITS,
     ByteRange,
     RangeDecision,

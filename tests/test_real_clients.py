@@ -20,7 +20,7 @@ import trio
 
 from tests.conftest import file_data
 from tests.servers import proxy_config, start_app, start_origin
-from trio_range.proxy import create_app as create_proxy
+from trio_range.proxy.app import create_app as create_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "media" / "sample.mp4"

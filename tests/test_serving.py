@@ -10,8 +10,8 @@ import trio
 
 from tests.conftest import SMALL
 from tests.servers import origin_config, raw_exchange, start_app
-from trio_range.origin import create_app
-from trio_range.serving import serve_app
+from trio_range.origin.app import create_app
+from trio_range.server.serving import serve_app
 
 
 async def open_client(url: str, *, rcvbuf: int | None = None) -> trio.SocketStream:

@@ -26,9 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import SMALL
 from tests.servers import CHROMIUM_FLAGS, start_origin
 from trio_range.config import OriginConfig, ServerConfig
-from trio_range.connection import Exchange
 from trio_range.errors import ConfigError
-from trio_range.stats import (
+from trio_range.server.connection import Exchange
+from trio_range.stats.store import (
     LATENCY_BUCKETS_S,
     Histogram,
     HistogramSnapshot,

@@ -25,10 +25,9 @@ from tests.support.redis_server import RedisServer, open_redis
 from tests.test_stats import make_exchange, run
 from trio_range.config import OriginConfig
 from trio_range.errors import ConfigError
-from trio_range.origin import create_app as create_origin
-from trio_range.proxy import create_app as create_proxy
-from trio_range.stats import MemoryStatsStore, StatsStore
-from trio_range.stats_redis import (
+from trio_range.origin.app import create_app as create_origin
+from trio_range.proxy.app import create_app as create_proxy
+from trio_range.stats.redis_store import (
     RedisStatsStore,
     flatten,
     make_store,
@@ -36,6 +35,7 @@ from trio_range.stats_redis import (
     subtract,
     unflatten,
 )
+from trio_range.stats.store import MemoryStatsStore, StatsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL_S = 0.1
@@ -349,9 +349,9 @@ async def test_a_killed_workers_active_streams_disappear_after_the_expiry(
 def test_servers_without_a_redis_backend_never_import_redis() -> None:
     # redis-py costs every server process 5 MiB of RSS (the proxy's memory target is 64 MiB).
     code = (
-        "import sys, trio_range.cli, trio_range.origin, trio_range.proxy\n"
+        "import sys, trio_range.cli, trio_range.origin.app, trio_range.proxy.app\n"
         "from trio_range.config import ProxyConfig\n"
-        "from trio_range.proxy import create_app\n"
+        "from trio_range.proxy.app import create_app\n"
         "create_app(ProxyConfig(upstream='http://127.0.0.1:9'))\n"
         "print('redis' in sys.modules)\n"
     )

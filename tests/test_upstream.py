@@ -29,9 +29,9 @@ import pytest
 import trio
 
 from tests.servers import proxy_config, start_app, start_origin
-from trio_range import proxy
 from trio_range.config import ProxyConfig
-from trio_range.upstream import UPSTREAM_READ_BYTES, Upstream, relay_body
+from trio_range.proxy import app as proxy
+from trio_range.proxy.upstream import UPSTREAM_READ_BYTES, Upstream, relay_body
 
 ROUNDS = 8
 PROBES_PER_ROUND = 16

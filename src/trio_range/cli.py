@@ -27,9 +27,9 @@ from trio_range.config import (
     flag_name,
     load,
 )
-from trio_range.connection import RangeApp
 from trio_range.errors import ConfigError, TrioRangeError
-from trio_range.serving import run_until_signalled, serve_app
+from trio_range.server.connection import RangeApp
+from trio_range.server.serving import run_until_signalled, serve_app
 
 log = logging.getLogger("trio_range")
 
@@ -170,13 +170,13 @@ async def _serve_one(app: RangeApp, config: ServerConfig, what: str) -> None:
 
 
 def _serve_origin(config: OriginConfig) -> None:
-    from trio_range.origin import create_app
+    from trio_range.origin.app import create_app
 
     trio.run(_serve_one, create_app(config), config, f"origin serving {config.media_dir}")
 
 
 def _serve_proxy(config: ProxyConfig) -> None:
-    from trio_range.proxy import create_app
+    from trio_range.proxy.app import create_app
 
     trio.run(_serve_one, create_app(config), config, f"proxy relaying to {config.upstream}")
 

@@ -13,9 +13,9 @@ from functools import partial
 import trio
 
 from trio_range.config import OriginConfig, ProxyConfig
-from trio_range.origin import create_app as create_origin
-from trio_range.proxy import create_app as create_proxy
-from trio_range.serving import serve_app
+from trio_range.origin.app import create_app as create_origin
+from trio_range.proxy.app import create_app as create_proxy
+from trio_range.server.serving import serve_app
 
 TOUR = """\
 trio_range demo: origin {origin} serving {media}, proxy {proxy} relaying to it.

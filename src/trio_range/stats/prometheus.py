@@ -1,4 +1,4 @@
-"""Prometheus exposition of a :class:`~trio_range.stats.StatsStore`, read at scrape time.
+"""Prometheus exposition of a :class:`~trio_range.stats.store.StatsStore`, read at scrape time.
 
 A custom collector turns one snapshot into metric families on every scrape: nothing is counted
 twice (the store stays the one source of truth), and the hot path never touches
@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from trio_range.stats import HistogramSnapshot, StatsStore
+from trio_range.stats.store import HistogramSnapshot, StatsStore
 
 PREFIX = "trio_range"
 

@@ -13,10 +13,10 @@ from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from trio_range.config import ServerConfig
-from trio_range.connection import Exchange, RangeApp
-from trio_range.stats import StatsStore
-from trio_range.stats_redis import make_store, run_store_with_app
-from trio_range.stats_routes import install_stats_routes
+from trio_range.server.connection import Exchange, RangeApp
+from trio_range.stats.redis_store import make_store, run_store_with_app
+from trio_range.stats.routes import install_stats_routes
+from trio_range.stats.store import StatsStore
 
 access_log = logging.getLogger("trio_range.access")
 log = logging.getLogger("trio_range")

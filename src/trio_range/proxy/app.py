@@ -23,15 +23,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from quart import Response, request
 
-from trio_range.conditional import format_http_date
 from trio_range.config import ProxyConfig, load
-from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import RangeParseError, UpstreamError
-from trio_range.forwarding import request_headers_for_upstream, response_headers_for_client
-from trio_range.guards import install_request_guards
-from trio_range.ranges import format_range_header, parse_query_range, parse_range_header
-from trio_range.server_common import install_common_routes, plain
-from trio_range.upstream import Upstream, relay_body
+from trio_range.http.conditional import format_http_date
+from trio_range.http.forwarding import request_headers_for_upstream, response_headers_for_client
+from trio_range.http.ranges import format_range_header, parse_query_range, parse_range_header
+from trio_range.proxy.upstream import Upstream, relay_body
+from trio_range.server.common import install_common_routes, plain
+from trio_range.server.connection import RangeApp, current_exchange
+from trio_range.server.guards import install_request_guards
 
 log = logging.getLogger("trio_range.proxy")
 

@@ -17,9 +17,9 @@ from quart import Request, Response, request
 
 from trio_range.assets import static_text
 from trio_range.config import ServerConfig
-from trio_range.connection import RangeApp
-from trio_range.metrics import metrics_registry, render
-from trio_range.stats import StatsStore
+from trio_range.server.connection import RangeApp
+from trio_range.stats.prometheus import metrics_registry, render
+from trio_range.stats.store import StatsStore
 
 METHODS = ["GET", "HEAD"]
 REALM = "trio_range"

@@ -1,7 +1,7 @@
 """Statistics shared by every worker and host through Redis (``--stats-backend redis://...``).
 
 The request path never waits on Redis. Each process counts in its own
-:class:`~trio_range.stats.MemoryStatsStore` (synchronous, trio-safe), and one task,
+:class:`~trio_range.stats.store.MemoryStatsStore` (synchronous, trio-safe), and one task,
 :meth:`RedisStatsStore.run`, pushes what changed since the last push every
 ``stats_push_interval_s`` and once more at shutdown. A push is one ``EVAL`` of :data:`PUSH_SCRIPT`,
 which applies the delta and answers the merged totals and every instance's gauges in the same
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
-from trio_range.stats import (
+from trio_range.stats.store import (
     RANGE_OUTCOMES,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
@@ -51,7 +51,7 @@ from trio_range.stats import (
 
 if TYPE_CHECKING:
     from trio_range.config import ServerConfig
-    from trio_range.connection import Exchange, RangeApp
+    from trio_range.server.connection import Exchange, RangeApp
 
 log = logging.getLogger("trio_range.stats")
 
@@ -326,7 +326,7 @@ def _utc(seconds: float) -> datetime.datetime:
 
 
 class RedisStatsStore:
-    """A :class:`~trio_range.stats.StatsStore` whose figures are summed over every process that
+    """A :class:`~trio_range.stats.store.StatsStore` whose figures are summed over every process that
     pushes to the same Redis database and key prefix (per role: origin and proxy never mix).
 
     Updates and ``snapshot()`` are synchronous and do no I/O; :meth:`run` does all of it.

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from trio_range.ranges import ByteRange
+from trio_range.http.ranges import ByteRange
 
 __all__ = ["MultipartByteranges", "new_boundary", "segment_length"]
 

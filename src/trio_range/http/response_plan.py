@@ -12,15 +12,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trio_range.conditional import (
+from trio_range.http.conditional import (
     ConditionalRequest,
     Precondition,
     Validators,
     evaluate_preconditions,
     if_range_allows_range,
 )
-from trio_range.multipart import MultipartByteranges, new_boundary, segment_length
-from trio_range.ranges import (
+from trio_range.http.multipart import MultipartByteranges, new_boundary, segment_length
+from trio_range.http.ranges import (
     DEFAULT_LIMITS,
     ByteRange,
     RangeDecision,

@@ -40,7 +40,7 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 
 from trio_range.errors import StreamAborted
-from trio_range.file_region import SEND_FILE_KEY, FileRegion, pages_cached, read_region
+from trio_range.server.file_region import SEND_FILE_KEY, FileRegion, pages_cached, read_region
 
 log = logging.getLogger("trio_range")
 
@@ -206,7 +206,7 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
 class _ObservedSend:
     """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body.
 
-    It also carries out :class:`~trio_range.file_region.FileRegion` body items: with the
+    It also carries out :class:`~trio_range.server.file_region.FileRegion` body items: with the
     server's sendfile writer when there is one and the pages are cached, else as bytes read.
     """
 

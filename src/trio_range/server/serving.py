@@ -24,8 +24,8 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
 from trio_range.config import ProxyConfig, ServerConfig
-from trio_range.connection import RangeApp
-from trio_range.file_region import SEND_FILE_KEY, FileRegion, sendfile_region
+from trio_range.server.connection import RangeApp
+from trio_range.server.file_region import SEND_FILE_KEY, FileRegion, sendfile_region
 
 log = logging.getLogger("trio_range")
 

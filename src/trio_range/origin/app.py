@@ -1,7 +1,7 @@
 """The origin server: the files of one media folder, with complete RFC 9110 range support.
 
 The view reads the request, opens the file (on the event loop: see media_folder), asks the pure
-:func:`~trio_range.response_plan.plan_response` what to answer, and carries the plan out:
+:func:`~trio_range.http.response_plan.plan_response` what to answer, and carries the plan out:
 file bytes go into the body as regions that the connection sends with sendfile or reads
 (file_region.py). The open file is registered with the request's resources, so it is closed
 when the exchange ends, even if the body was never iterated.
@@ -19,17 +19,17 @@ from collections.abc import AsyncIterator
 import trio
 from quart import Response, request
 
-from trio_range.conditional import ConditionalRequest, Validators
 from trio_range.config import OriginConfig, load
-from trio_range.connection import RangeApp, current_exchange
 from trio_range.errors import ConfigError
-from trio_range.file_region import SENDFILE_REGION_BYTES, FileRegion, file_regions
-from trio_range.guards import install_request_guards
-from trio_range.media_folder import MediaFolder, OpenFile, content_type_for
-from trio_range.player import install_player
-from trio_range.ranges import ByteRange, RangeLimits, RangeOutcome
-from trio_range.response_plan import Representation, ResponsePlan, plan_response
-from trio_range.server_common import install_common_routes, json_response, not_found
+from trio_range.http.conditional import ConditionalRequest, Validators
+from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
+from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
+from trio_range.origin.media_folder import MediaFolder, OpenFile, content_type_for
+from trio_range.origin.player import install_player
+from trio_range.server.common import install_common_routes, json_response, not_found
+from trio_range.server.connection import RangeApp, current_exchange
+from trio_range.server.file_region import SENDFILE_REGION_BYTES, FileRegion, file_regions
+from trio_range.server.guards import install_request_guards
 
 log = logging.getLogger("trio_range.origin")
 

@@ -3,10 +3,10 @@
 Trio-safe because every update is a plain synchronous method: no update spans an ``await``, so
 no other task can see half of one, and nothing here is touched from worker threads. Updates
 happen once per exchange (when the response head goes out and when the exchange ends), never per
-chunk: the connection counts body bytes in the :class:`~trio_range.connection.Exchange` itself.
+chunk: the connection counts body bytes in the :class:`~trio_range.server.connection.Exchange` itself.
 
 A shared backend fits the same interface without touching the servers:
-:mod:`trio_range.stats_redis` counts in a local :class:`MemoryStatsStore` (no I/O on the hot
+:mod:`trio_range.stats.redis_store` counts in a local :class:`MemoryStatsStore` (no I/O on the hot
 path) and pushes the deltas to Redis from a task of its own (docs/scale-out.md).
 
 Pure: no trio, quart or ``os`` here, so the maths are tested without a server.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from trio_range.connection import Exchange
+    from trio_range.server.connection import Exchange
 
 RANGE_OUTCOMES = ("single", "multi", "unsatisfiable", "ignored")
 STREAM_OUTCOMES = ("completed", "aborted", "failed")
