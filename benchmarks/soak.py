@@ -43,8 +43,8 @@ from typing import Any
 
 import httpx
 import trio
-from tests.multipart_reader import parse_byteranges, parse_content_range
-from tests.servers import origin_config, proxy_config, start_app
+from tests.support.multipart_reader import parse_byteranges, parse_content_range
+from tests.support.servers import origin_config, proxy_config, start_app
 
 from trio_range.http.ranges import decide_ranges
 from trio_range.media_files import expected_bytes, format_size, parse_size, write_deterministic_file

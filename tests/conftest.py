@@ -10,7 +10,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, settings
 
-from tests.servers import start_origin
+from tests.support.servers import start_origin
 
 # Hypothesis budgets for tests that do not set their own (tests/test_fuzz.py): "ci" is small
 # enough for `make test`; `make fuzz` runs the "fuzz" profile. Chosen by HYPOTHESIS_PROFILE.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,11 +12,8 @@ import httpx
 import pytest
 import trio
 
+from tests.support.processes import ROOT, TRIO_RANGE, start_process, stop_gracefully
 from trio_range.cli import settings_table
-
-ROOT = Path(__file__).resolve().parent.parent
-TRIO_RANGE = [sys.executable, "-m", "trio_range.cli"]
-URL = re.compile(rb"http://127\.0\.0\.1:\d+")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -51,35 +47,6 @@ async def test_bad_options_fail_with_one_line_not_a_traceback(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
-
-async def start_process(
-    nursery: trio.Nursery, command: list[str], env: dict[str, str] | None = None
-) -> tuple[trio.Process, list[str]]:
-    """Start ``command``, and return it with the URLs it printed once it is serving."""
-    process = await trio.lowlevel.open_process(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    output = b""
-    with trio.fail_after(20):
-        while b"Running on" not in output or (
-            b"demo" in " ".join(command).encode() and b"Ctrl-C stops both" not in output
-        ):
-            chunk = await process.stdout.receive_some(65536)
-            assert chunk, output.decode(errors="replace")
-            output += chunk
-    return process, [url.decode() for url in URL.findall(output)]
-
-
-async def stop_gracefully(process: trio.Process, signum: int) -> int:
-    process.send_signal(signum)
-    with trio.fail_after(15):
-        return await process.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -31,10 +31,10 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import load_application
 
-from tests.servers import start_origin
 from tests.support.faulty_upstream import unused_port
+from tests.support.processes import start_process, stop_gracefully
 from tests.support.redis_server import open_redis
-from tests.test_cli import start_process, stop_gracefully
+from tests.support.servers import start_origin
 from trio_range.cli import build_parser
 from trio_range.config import OriginConfig, ProxyConfig, ServerConfig, load
 from trio_range.server.connection import RangeApp

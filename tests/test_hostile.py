@@ -19,9 +19,9 @@ import pytest
 import trio
 
 from tests.conftest import SMALL, file_data
-from tests.multipart_reader import parse_byteranges, parse_content_range
-from tests.servers import proxy_config, start_app, start_origin
 from tests.support.faulty_upstream import OK_BODY, FaultyUpstream, open_faulty_upstream
+from tests.support.multipart_reader import parse_byteranges, parse_content_range
+from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.proxy.app import create_app as create_proxy
 
 BIG = file_data(3_000_000)

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from tests.conftest import file_data
-from tests.servers import proxy_config, start_app, start_origin
+from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.proxy.app import create_app as create_proxy
 
 ROOT = Path(__file__).resolve().parent.parent

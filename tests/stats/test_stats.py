@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SMALL
-from tests.servers import CHROMIUM_FLAGS, start_origin
+from tests.support.servers import CHROMIUM_FLAGS, start_origin
 from trio_range.config import OriginConfig, ServerConfig
 from trio_range.errors import ConfigError
 from trio_range.server.connection import Exchange

@@ -13,7 +13,7 @@ import itertools
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tests.multipart_reader import parse_byteranges, parse_content_range
+from tests.support.multipart_reader import parse_byteranges, parse_content_range
 from trio_range.errors import RangeParseError
 from trio_range.http.conditional import ConditionalRequest, Validators
 from trio_range.http.multipart import MultipartByteranges, segment_length

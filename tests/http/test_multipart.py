@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.multipart_reader import parse_byteranges, parse_content_range
+from tests.support.multipart_reader import parse_byteranges, parse_content_range
 from trio_range.http.multipart import MultipartByteranges, new_boundary, segment_length
 from trio_range.http.ranges import ByteRange
 

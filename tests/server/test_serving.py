@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from tests.conftest import SMALL
-from tests.servers import origin_config, raw_exchange, start_app
+from tests.support.servers import origin_config, raw_exchange, start_app
 from trio_range.origin.app import create_app
 from trio_range.server.serving import serve_app
 

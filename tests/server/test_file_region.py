@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import file_data
-from tests.multipart_reader import parse_byteranges
-from tests.servers import origin_config, start_app
+from tests.support.multipart_reader import parse_byteranges
+from tests.support.servers import origin_config, start_app
 from trio_range.errors import StreamAborted
 from trio_range.origin.app import create_app
 from trio_range.server import file_region

@@ -12,8 +12,11 @@ import pytest
 import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
-from tests.multipart_reader import parse_byteranges
-from tests.servers import (
+from tests.support.clients import curl
+from tests.support.faulty_upstream import open_faulty_upstream, unused_port
+from tests.support.multipart_reader import parse_byteranges
+from tests.support.nginx import open_nginx
+from tests.support.servers import (
     assert_idle_connection_closes,
     proxy_config,
     raw_chunks,
@@ -21,8 +24,6 @@ from tests.servers import (
     start_app,
     start_origin,
 )
-from tests.support.faulty_upstream import open_faulty_upstream, unused_port
-from tests.support.nginx import open_nginx
 from trio_range.proxy.app import create_app
 
 BIG = file_data(3_000_000)
@@ -152,8 +153,6 @@ async def test_if_range_is_forwarded_untouched(proxied: str) -> None:
 async def test_curl_resume_through_the_proxy_is_byte_identical(
     proxied: str, tmp_path: Path
 ) -> None:
-    from tests.test_origin import curl
-
     partial = tmp_path / "download.bin"
     partial.write_bytes(BIG[:777_777])
     result = await trio.to_thread.run_sync(
@@ -488,8 +487,6 @@ async def test_curl_downloads_count_as_completed_streams_with_their_bytes(
 ) -> None:
     # curl closes its connection the moment the last byte arrived, often before the server
     # finished its own bookkeeping of the exchange: still a completed stream, every byte counted.
-    from tests.test_origin import curl
-
     for _ in range(10):
         result = await trio.to_thread.run_sync(curl, "-r", "20-345", proxied + "/media/big.bin")
         assert result.stdout == BIG[20:346]

@@ -19,10 +19,10 @@ import redis
 import trio
 
 from tests.conftest import SMALL
-from tests.servers import origin_config, proxy_config, start_app, start_origin
+from tests.stats.test_stats import make_exchange, run
 from tests.support.faulty_upstream import unused_port
 from tests.support.redis_server import RedisServer, open_redis
-from tests.test_stats import make_exchange, run
+from tests.support.servers import origin_config, proxy_config, start_app, start_origin
 from trio_range.config import OriginConfig
 from trio_range.errors import ConfigError
 from trio_range.origin.app import create_app as create_origin
@@ -37,7 +37,7 @@ from trio_range.stats.redis_store import (
 )
 from trio_range.stats.store import MemoryStatsStore, StatsStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 0.1
 
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import trio
 
-from tests.servers import proxy_config, start_app, start_origin
+from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.config import ProxyConfig
 from trio_range.proxy import app as proxy
 from trio_range.proxy.upstream import UPSTREAM_READ_BYTES, Upstream, relay_body

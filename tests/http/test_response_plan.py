@@ -9,7 +9,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.multipart_reader import parse_byteranges, parse_content_range
+from tests.support.multipart_reader import parse_byteranges, parse_content_range
 from trio_range.http.conditional import ConditionalRequest, Validators, format_http_date
 from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
 from trio_range.http.response_plan import Representation, ResponsePlan, plan_response

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -12,8 +10,14 @@ import pytest
 import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
-from tests.multipart_reader import parse_byteranges
-from tests.servers import assert_idle_connection_closes, raw_chunks, raw_exchange, start_origin
+from tests.support.clients import curl
+from tests.support.multipart_reader import parse_byteranges
+from tests.support.servers import (
+    assert_idle_connection_closes,
+    raw_chunks,
+    raw_exchange,
+    start_origin,
+)
 
 BIG = file_data(3_000_000)
 
@@ -454,12 +458,6 @@ async def test_stream_aborted_by_the_client_is_counted_with_its_bytes(
 
 
 # --- curl as a real client ------------------------------------------------------------------
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    curl_path = shutil.which("curl")
-    assert curl_path, "curl is missing: make test installs it (scripts/install-system-deps.sh)"
-    return subprocess.run([curl_path, "-sS", *args], capture_output=True, timeout=30, check=False)
 
 
 async def test_curl_range_option_fetches_exact_bytes(origin_url: str) -> None:
