@@ -78,7 +78,7 @@ from trio_range.config import OriginConfig, ProxyConfig
 from trio_range.media_files import format_size, parse_size
 from trio_range.origin.app import create_app as create_origin
 from trio_range.proxy.app import create_app as create_proxy
-from trio_range.server.connection import Exchange, ExchangeObserver
+from trio_range.server.exchange import Exchange, ExchangeObserver
 from trio_range.server.serving import serve_app
 
 HOST = "127.0.0.1"

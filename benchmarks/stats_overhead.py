@@ -27,7 +27,7 @@ import trio
 
 from benchmarks._harness import BenchmarkError, Server, free_port, run_server
 from trio_range.config import OriginConfig
-from trio_range.server.connection import Exchange
+from trio_range.server.exchange import Exchange
 from trio_range.stats.store import MemoryStatsStore
 
 HOST = "127.0.0.1"

@@ -37,7 +37,7 @@ from tests.support.redis_server import open_redis
 from tests.support.servers import start_origin
 from trio_range.cli import build_parser
 from trio_range.config import OriginConfig, ProxyConfig, ServerConfig, load
-from trio_range.server.connection import RangeApp
+from trio_range.server.app import RangeApp
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIO_RANGE = str(Path(sys.executable).with_name("trio-range"))  # the console script pip installs

@@ -28,8 +28,9 @@ from trio_range.config import (
     load,
 )
 from trio_range.errors import ConfigError, TrioRangeError
-from trio_range.server.connection import RangeApp
-from trio_range.server.serving import run_until_signalled, serve_app
+from trio_range.server.app import RangeApp
+from trio_range.server.serving import serve_app
+from trio_range.server.signals import run_until_signalled
 
 log = logging.getLogger("trio_range")
 

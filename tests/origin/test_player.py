@@ -25,7 +25,7 @@ from tests.support.servers import origin_config, proxy_config, start_app
 from trio_range.origin.app import create_app as create_origin
 from trio_range.origin.player import render_page
 from trio_range.proxy.app import create_app as create_proxy
-from trio_range.server.connection import RangeApp
+from trio_range.server.app import RangeApp
 from trio_range.server.serving import hypercorn_config
 
 ROOT = Path(__file__).resolve().parents[2]

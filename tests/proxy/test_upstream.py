@@ -31,7 +31,8 @@ import trio
 from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.config import ProxyConfig
 from trio_range.proxy import app as proxy
-from trio_range.proxy.upstream import UPSTREAM_READ_BYTES, Upstream, relay_body
+from trio_range.proxy._httpx_hooks import UPSTREAM_READ_BYTES
+from trio_range.proxy.upstream import Upstream, relay_body
 
 ROUNDS = 8
 PROBES_PER_ROUND = 16

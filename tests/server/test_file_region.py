@@ -22,14 +22,14 @@ from tests.conftest import file_data
 from tests.support.multipart_reader import parse_byteranges
 from tests.support.servers import origin_config, start_app
 from trio_range.errors import StreamAborted
+from trio_range.origin import file_body
 from trio_range.origin.app import create_app
+from trio_range.origin.file_body import pages_cached, read_region
 from trio_range.server import file_region
 from trio_range.server.file_region import (
     SENDFILE_REGION_BYTES,
     FileRegion,
     file_regions,
-    pages_cached,
-    read_region,
     sendfile_region,
 )
 
@@ -181,9 +181,9 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
 ) -> None:
     (tmp_path / "data.bin").write_bytes(DATA)
     sendfile = _Spy(file_region.sendfile_region)
-    monkeypatch.setattr("trio_range.server.serving.sendfile_region", sendfile)
-    reads = _Spy(file_region.read_region)
-    monkeypatch.setattr("trio_range.server.connection.read_region", reads)
+    monkeypatch.setattr("trio_range.server._hypercorn_hooks.sendfile_region", sendfile)
+    reads = _Spy(file_body.read_region)
+    monkeypatch.setattr("trio_range.origin.file_body.read_region", reads)
     config = origin_config(media_dir=tmp_path, chunk_size_bytes=256 * 1024)
     url = await start_app(nursery, create_app(config), config)
     async with httpx.AsyncClient() as client:

@@ -27,14 +27,9 @@ from tests.conftest import SMALL
 from tests.support.servers import CHROMIUM_FLAGS, start_origin
 from trio_range.config import OriginConfig, ServerConfig
 from trio_range.errors import ConfigError
-from trio_range.server.connection import Exchange
-from trio_range.stats.store import (
-    LATENCY_BUCKETS_S,
-    Histogram,
-    HistogramSnapshot,
-    MemoryStatsStore,
-    StatsStore,
-)
+from trio_range.server.exchange import Exchange
+from trio_range.stats.histogram import LATENCY_BUCKETS_S, Histogram, HistogramSnapshot
+from trio_range.stats.store import MemoryStatsStore, StatsStore
 
 # --- histogram maths ------------------------------------------------------------------------
 

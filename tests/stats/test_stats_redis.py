@@ -27,14 +27,10 @@ from trio_range.config import OriginConfig
 from trio_range.errors import ConfigError
 from trio_range.origin.app import create_app as create_origin
 from trio_range.proxy.app import create_app as create_proxy
-from trio_range.stats.redis_store import (
-    RedisStatsStore,
-    flatten,
-    make_store,
-    redacted,
-    subtract,
-    unflatten,
-)
+from trio_range.stats.counts import flatten, subtract, unflatten
+from trio_range.stats.factory import make_store
+from trio_range.stats.redis_store import RedisStatsStore
+from trio_range.stats.shared import redacted
 from trio_range.stats.store import MemoryStatsStore, StatsStore
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from trio_range.config import OriginConfig, ProxyConfig, ServerConfig
-from trio_range.server.connection import RangeApp
+from trio_range.server.app import RangeApp
 from trio_range.server.serving import serve_app
 
 

@@ -17,7 +17,7 @@ from quart import Response
 
 from trio_range.assets import static_text
 from trio_range.config import OriginConfig
-from trio_range.server.connection import RangeApp
+from trio_range.server.app import RangeApp
 
 PLAYER_PATH = "/player"
 SCRIPT_PATH = PLAYER_PATH + "/player.js"

@@ -1,7 +1,8 @@
 """The proxy's one upstream: an HTTP client held for the app's lifetime.
 
-This is the only module that imports the HTTP client library, and the one place where its
-exceptions become ours (:func:`map_upstream_errors`), as httpcore itself does it.
+This module and ``_httpx_hooks`` are the only ones that import the HTTP client library, and
+:func:`map_upstream_errors` is the one place where its exceptions become ours, for the header
+phase and the body alike, as httpcore itself does it.
 
 The client is httpx2 (httpx's maintained fork, same API): httpcore 1.0.9, under httpx 0.28.1,
 leaks a pool slot for good when a request is cancelled while it waits for a new connection
@@ -17,23 +18,20 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from typing import Any, cast
 
-import httpcore2 as httpcore
 import httpx2 as httpx
 import trio
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import StreamAborted, UpstreamError, UpstreamTimeout
+from trio_range.proxy._httpx_hooks import (
+    UPSTREAM_READ_BYTES,
+    pool_connection_count,
+    set_upstream_read_size,
+)
 
 log = logging.getLogger("trio_range.proxy")
 
-# httpcore reads at most 64 KiB per recv from the upstream, and every read costs the relay a
-# fixed number of Python steps (h11 parse, httpcore and httpx wrappers, one ASGI send, one h11
-# frame and a socket write): at 64 KiB those steps, not the bytes, bound the relay to a core.
-# 256 KiB per read cuts them fourfold: a 512 MiB relay went from 186-209 to 361-431 MB/s here
-# (benchmarks.proxy_throughput). Memory per relay stays one read. httpcore offers no per-pool
-# setting, so the class attribute is set here, the one module that imports the client.
-UPSTREAM_READ_BYTES = 256 * 1024
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = UPSTREAM_READ_BYTES
+set_upstream_read_size(UPSTREAM_READ_BYTES)
 
 Response = httpx.Response
 
@@ -53,19 +51,26 @@ def _error_kind(error: Exception) -> str:
 
 
 @contextmanager
-def map_upstream_errors(stats_error: Any = None) -> Iterator[None]:
-    """Translate the client library's failures of the header phase into our errors."""
+def map_upstream_errors(stats_error: Any = None, *, in_body: bool = False) -> Iterator[None]:
+    """Translate the client library's failures into our errors, counting each in the stats.
+
+    Before the response head (``in_body`` False): no free pool connection is
+    UpstreamUnavailable (503), a timeout UpstreamTimeout (504), anything else UpstreamError
+    (502). In the body: StreamAborted, so the client connection is aborted and the client sees
+    a broken transfer, not a short one that looks complete.
+    """
     try:
         yield
-    except httpx.PoolTimeout as error:
-        raise UpstreamUnavailable(f"no upstream connection free: {error!r}") from error
-    except httpx.TimeoutException as error:
-        if stats_error is not None:
-            stats_error("timeout")
-        raise UpstreamTimeout(f"upstream too slow: {type(error).__name__}") from error
     except httpx.HTTPError as error:
+        if isinstance(error, httpx.PoolTimeout) and not in_body:
+            raise UpstreamUnavailable(f"no upstream connection free: {error!r}") from error
+        kind = _error_kind(error)
         if stats_error is not None:
-            stats_error(_error_kind(error))
+            stats_error(kind)
+        if in_body:
+            raise StreamAborted(f"upstream body {kind}: {type(error).__name__}: {error}") from error
+        if kind == "timeout":
+            raise UpstreamTimeout(f"upstream too slow: {type(error).__name__}") from error
         raise UpstreamError(f"upstream failed: {type(error).__name__}: {error}") from error
 
 
@@ -107,12 +112,14 @@ class Upstream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+        # Shielded, as every cleanup: closing the pool must finish even when the app's
+        # lifespan is being cancelled, or its connections are left to the garbage collector.
+        with trio.CancelScope(shield=True):
+            await self._stack.aclose()
 
     def open_connections(self) -> int:
         """Connections the pool holds now (idle or busy)."""
-        pool = getattr(self._transport, "_pool", None)
-        return len(getattr(pool, "connections", ()))
+        return pool_connection_count(self._transport)
 
     async def open(
         self,
@@ -163,18 +170,12 @@ class Upstream:
 async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncGenerator[bytes]:
     """The upstream body, chunk by chunk, untouched (no decoding).
 
-    A body that fails or ends early raises StreamAborted, so the client connection is aborted
-    and the client sees a broken transfer, not a short one that looks complete.
+    A body that fails or ends early raises StreamAborted (:func:`map_upstream_errors`).
     """
-    # No chunk_size: each upstream read (at most 64 KiB in httpcore) is relayed as it arrives,
-    # so a slow upstream streams instead of being buffered up to a chunk size.
+    # No chunk_size: each upstream read is relayed as it arrives, so a slow upstream streams
+    # instead of being buffered up to a chunk size.
     chunks = cast(Any, response.aiter_raw())
-    try:
+    with map_upstream_errors(stats_error, in_body=True):
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
-    except httpx.HTTPError as error:
-        kind = _error_kind(error)
-        if stats_error is not None:
-            stats_error(kind)
-        raise StreamAborted(f"upstream body {kind}: {type(error).__name__}: {error}") from error

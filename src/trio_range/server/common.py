@@ -13,8 +13,9 @@ from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from trio_range.config import ServerConfig
-from trio_range.server.connection import Exchange, RangeApp
-from trio_range.stats.redis_store import make_store, run_store_with_app
+from trio_range.server.app import RangeApp
+from trio_range.server.exchange import Exchange
+from trio_range.stats.factory import make_store, run_store_with_app
 from trio_range.stats.routes import install_stats_routes
 from trio_range.stats.store import StatsStore
 

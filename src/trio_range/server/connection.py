@@ -15,32 +15,32 @@ the response). Three traps of that stock class are fixed here (REFERENCES.md, "T
   bytes and aborts the client connection (no final empty body message, so Hypercorn closes the
   socket) instead of sending a short message.
 
+Body items are bytes, or :class:`~trio_range.server.file_region.FileRegion` items that the
+connection hands to the server's sendfile writer; whether a region is sent or read is the
+origin's choice (origin/file_body.py), made where the file is known.
+
 It also applies no ``RESPONSE_TIMEOUT``: a paused video legitimately streams for hours.
 """
 
 from __future__ import annotations
 
-import contextvars
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 import trio
-from hypercorn.typing import (
-    ASGIReceiveCallable,
-    ASGISendCallable,
-    ASGISendEvent,
-    HTTPResponseBodyEvent,
-)
-from quart.sessions import SecureCookieSessionInterface
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
 from quart.wrappers import Request
-from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
 
 from trio_range.errors import StreamAborted
-from trio_range.server.file_region import SEND_FILE_KEY, FileRegion, pages_cached, read_region
+from trio_range.server._hypercorn_hooks import client_gone
+from trio_range.server._quart_hooks import QuartConnection
+from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
+from trio_range.server.file_region import SEND_FILE_KEY, FileRegion
+
+if TYPE_CHECKING:
+    from trio_range.server.app import RangeApp
 
 log = logging.getLogger("trio_range")
 
@@ -48,66 +48,14 @@ log = logging.getLogger("trio_range")
 # takes microseconds; a stuck close must not hold the connection task forever.
 CLEANUP_TIMEOUT_S = 5.0
 
-# Statuses whose responses carry no body whatever their Content-Length says (RFC 9110 §6.4.1).
-_BODYLESS_STATUSES = frozenset({204, 304})
 
-
-@dataclasses.dataclass(slots=True)
-class Exchange:
-    """One request and its response, as the connection saw them (for stats and the access log)."""
-
-    method: str
-    path: str
-    query: str
-    range_header: str | None
-    resources: AsyncExitStack
-    started_at: float
-    status: int = 0
-    declared_length: int | None = None
-    bytes_sent: int = 0
-    first_byte_at: float | None = None
-    finished_at: float | None = None
-    # "completed": every declared byte was sent; "aborted": the client went away first;
-    # "failed": the server aborted the transfer (StreamAborted or an unexpected error).
-    outcome: str = "pending"
-    # Set by the view, for statistics: how the Range was treated ("none", "single", "multi",
-    # "unsatisfiable" or "ignored") and whether an If-Range failed.
-    range_outcome: str = "none"
-    if_range_failed: bool = False
-    detail: str = ""
-
-    @property
-    def has_body(self) -> bool:
-        return (
-            self.method != "HEAD"
-            and self.status not in _BODYLESS_STATUSES
-            and self.declared_length != 0
-        )
-
-
-class ExchangeObserver(Protocol):
-    """Who is told about each exchange: the statistics store and the access log."""
-
-    def response_started(self, exchange: Exchange) -> None: ...
-
-    def exchange_finished(self, exchange: Exchange) -> None: ...
-
-
-_current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("trio_range_exchange")
-
-
-def current_exchange() -> Exchange:
-    """The exchange of the request being handled (valid in views, not in body generators)."""
-    return _current.get()
-
-
-class RangeHTTPConnection(TrioASGIHTTPConnection):
+class RangeHTTPConnection(QuartConnection):
     """Quart-Trio's HTTP connection with the fixes described in the module docstring."""
 
     app: RangeApp
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        request = self._create_request_from_scope(send)
+        request = self.build_request(send)
         exchange = Exchange(
             method=request.method,
             path=request.path,
@@ -118,7 +66,7 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         )
         complete = trio.Event()
         send_file = self.scope.get("state", {}).get(SEND_FILE_KEY)
-        token = _current.set(exchange)
+        token = enter_exchange(exchange)
         self.app.in_flight += 1
         try:
             async with trio.open_nursery() as nursery:
@@ -128,7 +76,7 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
                 )
         finally:
             self.app.in_flight -= 1
-            _current.reset(token)
+            leave_exchange(token)
             with trio.CancelScope(shield=True) as cleanup:
                 cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
                 try:
@@ -161,7 +109,7 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         complete: trio.Event,
     ) -> None:
         # Returns when Hypercorn posts http.disconnect: the client left, or the response ended.
-        await super(TrioASGIHTTPConnection, self).handle_messages(request, receive)
+        await self.read_until_disconnect(request, receive)
         if not complete.is_set():
             nursery.cancel_scope.cancel()
 
@@ -175,11 +123,9 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
         complete: trio.Event,
     ) -> None:
         response = await self.app.handle_request(request)
-        observed = _ObservedSend(
-            send, send_file, self.app.read_chunk_bytes, exchange, complete, self.app.observer
-        )
+        observed = _ObservedSend(send, send_file, exchange, complete, self.app.observer)
         try:
-            await self._send_response(observed, response)
+            await self.send_quart_response(observed, response)
         except _ClientGone:
             pass  # completed or aborted: __call__ decides by the bytes delivered
         except StreamAborted as error:
@@ -206,24 +152,23 @@ class RangeHTTPConnection(TrioASGIHTTPConnection):
 class _ObservedSend:
     """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body.
 
-    It also carries out :class:`~trio_range.server.file_region.FileRegion` body items: with the
-    server's sendfile writer when there is one and the pages are cached, else as bytes read.
+    It also hands :class:`~trio_range.server.file_region.FileRegion` body items to the
+    server's sendfile writer, which only trio_range's own server has (serving.py): an app
+    yields regions only where ``can_send_file`` said so.
     """
 
-    __slots__ = ("_complete", "_exchange", "_observer", "_read_chunk_bytes", "_send", "_send_file")
+    __slots__ = ("_complete", "_exchange", "_observer", "_send", "_send_file")
 
     def __init__(
         self,
         send: ASGISendCallable,
         send_file: SendFile | None,
-        read_chunk_bytes: int,
         exchange: Exchange,
         complete: trio.Event,
         observer: ExchangeObserver,
     ) -> None:
         self._send = send
         self._send_file = send_file
-        self._read_chunk_bytes = read_chunk_bytes
         self._exchange = exchange
         self._complete = complete
         self._observer = observer
@@ -234,28 +179,20 @@ class _ObservedSend:
         if kind == "http.response.body":
             body: bytes | FileRegion = message.get("body", b"")  # type: ignore[assignment]
             if isinstance(body, FileRegion):
-                if self._send_file is not None and pages_cached(body):
-                    if _stream_closed(self._send):
-                        raise _ClientGone
-                    written = await self._send_file(body)
-                    if exchange.first_byte_at is None:
-                        exchange.first_byte_at = trio.current_time()
-                    exchange.bytes_sent += written
-                else:
-                    # Read in pieces of the chunk size: memory per stream stays one piece.
-                    for piece in body.pieces(self._read_chunk_bytes):
-                        data = await read_region(piece)
-                        await self(
-                            HTTPResponseBodyEvent(
-                                type="http.response.body", body=data, more_body=True
-                            )
-                        )
+                if self._send_file is None:
+                    raise TypeError("a FileRegion body item, and the server has no sendfile")
+                if client_gone(self._send):
+                    raise _ClientGone
+                written = await self._send_file(body)
+                if exchange.first_byte_at is None:
+                    exchange.first_byte_at = trio.current_time()
+                exchange.bytes_sent += written
                 return
             if not message.get("more_body", False):
                 declared = exchange.declared_length
                 sent = exchange.bytes_sent + len(body)
                 if exchange.has_body and declared is not None and sent != declared:
-                    if _stream_closed(self._send):
+                    if client_gone(self._send):
                         # The client left during the last write (a sendfile counts only what
                         # the kernel took): aborted by the client, not failed by us.
                         raise _ClientGone
@@ -268,7 +205,7 @@ class _ObservedSend:
                 exchange.outcome = "completed"
                 return
             if body:
-                if _stream_closed(self._send):
+                if client_gone(self._send):
                     # The client has gone: Hypercorn's send would return normally and drop
                     # the bytes. Stop the body here rather than read on into sends that go
                     # nowhere, and count nothing more. (The chunk whose write found the client
@@ -292,61 +229,10 @@ class _ObservedSend:
         await self._send(message)
 
 
-# The server's sendfile writer (serving._TCPServer.send_file), found in the scope's state.
+# The server's sendfile writer (ConnectionServer.send_file), found in the scope's state.
 # It returns the bytes written: fewer than the region's if the client went away part way.
 SendFile = Callable[[FileRegion], Awaitable[int]]
 
 
 class _ClientGone(Exception):
     """A body write found the client gone (Hypercorn reports it by closing its stream)."""
-
-
-def _stream_closed(send: ASGISendCallable) -> bool:
-    """Whether Hypercorn's stream behind ``send`` is closed (False for other servers)."""
-    return getattr(getattr(send, "__self__", None), "closed", False) is True
-
-
-class _NullObserver:
-    def response_started(self, exchange: Exchange) -> None:
-        pass
-
-    def exchange_finished(self, exchange: Exchange) -> None:
-        pass
-
-
-class _NoSessions(SecureCookieSessionInterface):
-    """No sessions: one shared read-only null session, never saved.
-
-    Stock Quart builds a null session object for every request of an app without a secret
-    key (2 % of a small range request's CPU, profiled). Writing to it raises, so one is enough.
-    """
-
-    def __init__(self) -> None:
-        self._null = self.null_session_class()
-
-    async def open_session(self, app: Any, request: Any) -> Any:
-        return self._null
-
-    async def save_session(self, app: Any, session: Any, response: Any) -> None:
-        return None
-
-
-class RangeApp(QuartTrio):
-    """A QuartTrio app whose requests run in :class:`RangeHTTPConnection`."""
-
-    asgi_http_class = RangeHTTPConnection
-    session_interface = _NoSessions()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # No /static/<path> route: the package's static files are served by their own routes,
-        # and on the proxy every other path belongs to the upstream.
-        kwargs.setdefault("static_folder", None)
-        super().__init__(*args, **kwargs)
-        # Quart cuts every response longer than RESPONSE_TIMEOUT (60 s by default); streams of
-        # media legitimately last longer. RangeHTTPConnection ignores it; None documents that.
-        self.config["RESPONSE_TIMEOUT"] = None
-        self.observer: ExchangeObserver = _NullObserver()
-        # Requests being handled now (trio-safe: changed only synchronously).
-        self.in_flight = 0
-        # Body bytes read per step where a file region is read rather than sent with sendfile.
-        self.read_chunk_bytes = 512 * 1024

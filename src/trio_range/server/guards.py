@@ -13,8 +13,8 @@ from quart import Response, request
 from werkzeug.routing import RequestRedirect
 
 from trio_range.config import ServerConfig
+from trio_range.server.app import RangeApp
 from trio_range.server.common import not_found, plain
-from trio_range.server.connection import RangeApp
 
 log = logging.getLogger("trio_range")
 

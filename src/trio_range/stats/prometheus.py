@@ -20,7 +20,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from trio_range.stats.store import HistogramSnapshot, StatsStore
+from trio_range.stats.histogram import HistogramSnapshot
+from trio_range.stats.store import StatsStore
 
 PREFIX = "trio_range"
 

@@ -30,32 +30,26 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
-from trio_range.stats.store import (
-    RANGE_OUTCOMES,
-    STREAM_OUTCOMES,
-    UPSTREAM_ERROR_KINDS,
-    HistogramSnapshot,
-    MemoryStatsStore,
-    StatsSnapshot,
-    StatsStore,
-    UpstreamSnapshot,
+from trio_range.stats.counts import Counts, add, flatten, is_float_field, subtract, unflatten
+from trio_range.stats.shared import (
+    PUSH_SCRIPT,
+    InstanceView,
+    PushReply,
+    SharedStatsSnapshot,
+    SharedView,
+    parse_reply,
+    redacted,
 )
-
-if TYPE_CHECKING:
-    from trio_range.config import ServerConfig
-    from trio_range.server.connection import Exchange, RangeApp
+from trio_range.stats.snapshot import StatsSnapshot
+from trio_range.stats.store import FinishedExchange, MemoryStatsStore
 
 log = logging.getLogger("trio_range.stats")
 
-Counts = Mapping[str, float]
 
 # A worker's own counter hash outlives the worker by a day (its counts stay in the totals for
 # ever): long enough to read a crashed worker's figures, short enough that restarts do not pile up.
@@ -64,270 +58,13 @@ INSTANCE_TTL_S = 24 * 3600
 MAX_BACKOFF_S = 30.0
 
 
-# --- counts: a snapshot as a flat mapping, and back ----------------------------------------
-# Field names: "req:GET:206", "bytes_sent", "range:single", "stream:completed", "ttfb:17",
-# "ttfb:sum", ... Integers everywhere but the latency sums (the names ending in ":sum").
-
-
-def is_float_field(name: str) -> bool:
-    return name.endswith(":sum")
-
-
-def flatten(s: StatsSnapshot) -> dict[str, float]:
-    """The counters of ``s`` (gauges and clocks left out) as one flat mapping."""
-    counts: dict[str, float] = {}
-    for (method, status), n in s.requests.items():
-        counts[f"req:{method}:{status}"] = n
-    counts["requests"] = s.requests_total  # for the per-instance breakdown
-    counts["bytes_sent"] = s.bytes_sent
-    for outcome, n in s.ranges.items():
-        counts[f"range:{outcome}"] = n
-    counts["if_range_failed"] = s.if_range_failed
-    for outcome, n in s.streams.items():
-        counts[f"stream:{outcome}"] = n
-    counts["aborted_bytes"] = s.aborted_bytes
-    for name, histogram in (("ttfb", s.ttfb), ("dur", s.duration)):
-        for index, n in enumerate(histogram.counts):
-            counts[f"{name}:{index}"] = n
-        counts[f"{name}:sum"] = float(histogram.sum)
-    if s.upstream is not None:
-        counts["up:requests"] = s.upstream.requests
-        for kind, n in s.upstream.errors.items():
-            counts[f"up:err:{kind}"] = n
-    return counts
-
-
-def subtract(now: Counts, before: Counts) -> dict[str, float]:
-    """What changed from ``before`` to ``now``; unchanged fields left out."""
-    delta: dict[str, float] = {}
-    for name, value in now.items():
-        change = value - before.get(name, 0)
-        if change:
-            delta[name] = change
-    return delta
-
-
-def add(a: Counts, b: Counts) -> dict[str, float]:
-    result = dict(a)
-    for name, value in b.items():
-        result[name] = result.get(name, 0) + value
-    return result
-
-
-def parse_counts(flat: Sequence[str]) -> dict[str, float]:
-    """An ``HGETALL`` reply (``[field, value, ...]``) as counts; ``_``-fields left out."""
-    counts: dict[str, float] = {}
-    for name, text in zip(flat[::2], flat[1::2], strict=True):
-        if not name.startswith("_"):
-            counts[name] = float(text) if is_float_field(name) else int(text)
-    return counts
-
-
-def _histogram(counts: Counts, name: str, template: HistogramSnapshot) -> HistogramSnapshot:
-    return HistogramSnapshot(
-        template.bounds,
-        tuple(int(counts.get(f"{name}:{i}", 0)) for i in range(len(template.counts))),
-        float(counts.get(f"{name}:sum", 0.0)),
-    )
-
-
-def unflatten(
-    counts: Counts,
-    local: StatsSnapshot,
-    *,
-    streams_active: int,
-    upstream_open: int,
-) -> StatsSnapshot:
-    """A snapshot holding ``counts`` and the given gauges; role and clocks from ``local``."""
-    requests: dict[tuple[str, int], int] = {}
-    for name, n in counts.items():
-        if name.startswith("req:") and n:
-            method, _, status = name[4:].rpartition(":")
-            requests[(method, int(status))] = int(n)
-    upstream = None
-    if local.upstream is not None:
-        upstream = UpstreamSnapshot(
-            requests=int(counts.get("up:requests", 0)),
-            open_connections=upstream_open,
-            errors={kind: int(counts.get(f"up:err:{kind}", 0)) for kind in UPSTREAM_ERROR_KINDS},
-        )
-    return StatsSnapshot(
-        role=local.role,
-        uptime_s=local.uptime_s,
-        started_at=local.started_at,
-        requests=requests,
-        bytes_sent=int(counts.get("bytes_sent", 0)),
-        ranges={o: int(counts.get(f"range:{o}", 0)) for o in RANGE_OUTCOMES},
-        if_range_failed=int(counts.get("if_range_failed", 0)),
-        streams_active=streams_active,
-        streams={o: int(counts.get(f"stream:{o}", 0)) for o in STREAM_OUTCOMES},
-        aborted_bytes=int(counts.get("aborted_bytes", 0)),
-        ttfb=_histogram(counts, "ttfb", local.ttfb),
-        duration=_histogram(counts, "dur", local.duration),
-        upstream=upstream,
-    )
-
-
-# --- what /stats adds: the shared view ------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class InstanceView:
-    """One process sharing the database, as the last push saw it."""
-
-    id: str
-    last_push_at: datetime.datetime
-    alive: bool  # its gauge key has not expired
-    streams_active: int
-    upstream_open: int
-    requests: int
-    bytes_sent: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "last_push_at": self.last_push_at.isoformat(timespec="milliseconds"),
-            "alive": self.alive,
-            "streams_active": self.streams_active,
-            "requests": self.requests,
-            "bytes_sent": self.bytes_sent,
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SharedView:
-    backend: str  # the URL without credentials
-    key_prefix: str
-    instance: str
-    stale: bool
-    stale_since: datetime.datetime | None
-    last_push_at: datetime.datetime | None
-    instances: tuple[InstanceView, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        def iso(moment: datetime.datetime | None) -> str | None:
-            return None if moment is None else moment.isoformat(timespec="milliseconds")
-
-        return {
-            "backend": self.backend,
-            "key_prefix": self.key_prefix,
-            "instance": self.instance,
-            "stale": self.stale,
-            "stale_since": iso(self.stale_since),
-            "last_push_at": iso(self.last_push_at),
-            "instances": [instance.to_json() for instance in self.instances],
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SharedStatsSnapshot(StatsSnapshot):
-    """The totals over every instance, plus how fresh they are and the per-instance breakdown."""
-
-    shared: SharedView
-
-    def to_json(self) -> dict[str, Any]:
-        document = StatsSnapshot.to_json(self)
-        document["shared"] = self.shared.to_json()
-        return document
-
-
-# --- the one round trip ---------------------------------------------------------------------
-
-# KEYS: totals hash, this instance's hash, its gauge hash, the instances sorted set.
-# ARGV: seq, expected seq, instance id, now (ms), instance TTL (ms), gauge TTL (ms),
-#       streams_active, upstream_open, gauge key prefix, instance key prefix, field, delta, ...
-# Answers {status, totals, this instance's hash, {{id, last push ms, gauges..., counters...}}}.
-# Runs atomically: the totals answered include this push (or, on "resync", exactly what Redis
-# holds for this instance), so totals + (local - acknowledged) never counts anything twice.
-PUSH_SCRIPT = """
-local totals, inst, gauge, members = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local seq, expected, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local now_ms, inst_ttl, gauge_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-redis.call('HSET', gauge, 'streams_active', ARGV[7], 'upstream_open', ARGV[8])
-redis.call('PEXPIRE', gauge, gauge_ttl)
-redis.call('ZADD', members, now_ms, id)
-redis.call('ZREMRANGEBYSCORE', members, '-inf', now_ms - inst_ttl)
-local stored = tonumber(redis.call('HGET', inst, '_seq') or '0')
-local status = 'resync'
-if stored == expected then
-  status = 'ok'
-  for i = 11, #ARGV, 2 do
-    local field, value = ARGV[i], ARGV[i + 1]
-    if string.sub(field, -4) == ':sum' then
-      redis.call('HINCRBYFLOAT', inst, field, value)
-      redis.call('HINCRBYFLOAT', totals, field, value)
-    else
-      redis.call('HINCRBY', inst, field, value)
-      redis.call('HINCRBY', totals, field, value)
-    end
-  end
-  redis.call('HSET', inst, '_seq', seq)
-end
-redis.call('PEXPIRE', inst, inst_ttl)
-local ids = redis.call('ZRANGE', members, 0, -1, 'WITHSCORES')
-local instances = {}
-for i = 1, #ids, 2 do
-  local g = redis.call('HMGET', ARGV[9] .. ids[i], 'streams_active', 'upstream_open')
-  local c = redis.call('HMGET', ARGV[10] .. ids[i], 'requests', 'bytes_sent')
-  table.insert(instances, {ids[i], ids[i + 1], g[1], g[2], c[1], c[2]})
-end
-return {status, redis.call('HGETALL', totals), redis.call('HGETALL', inst), instances}
-"""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PushReply:
-    applied: bool
-    totals: dict[str, float]
-    instance: dict[str, float]
-    instance_seq: int
-    instances: tuple[InstanceView, ...]
-
-
-def parse_reply(reply: Any) -> PushReply:
-    status, totals, instance, rows = reply
-    seq = 0
-    for name, value in zip(instance[::2], instance[1::2], strict=True):
-        if name == "_seq":
-            seq = int(value)
-    views = []
-    for row in rows:
-        row = list(row) + [None] * (6 - len(row))  # trailing nils are dropped from Lua arrays
-        ident, score, active, upstream_open, requests, bytes_sent = row
-        views.append(
-            InstanceView(
-                id=ident,
-                last_push_at=datetime.datetime.fromtimestamp(float(score) / 1000, datetime.UTC),
-                alive=active is not None,
-                streams_active=int(active or 0),
-                upstream_open=int(upstream_open or 0),
-                requests=int(requests or 0),
-                bytes_sent=int(bytes_sent or 0),
-            )
-        )
-    return PushReply(
-        applied=status == "ok",
-        totals=parse_counts(totals),
-        instance=parse_counts(instance),
-        instance_seq=seq,
-        instances=tuple(views),
-    )
-
-
-def redacted(url: str) -> str:
-    """``url`` without its credentials, for logs and /stats."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 class RedisStatsStore:
-    """A :class:`~trio_range.stats.store.StatsStore` whose figures are summed over every process that
-    pushes to the same Redis database and key prefix (per role: origin and proxy never mix).
+    """A :class:`~trio_range.stats.store.StatsStore` whose figures are summed over every process
+    that pushes to the same Redis database and key prefix (per role: origin and proxy never mix).
 
     Updates and ``snapshot()`` are synchronous and do no I/O; :meth:`run` does all of it.
     """
@@ -395,10 +132,10 @@ class RedisStatsStore:
 
     # --- the StatsStore interface: local, synchronous ---------------------------------------
 
-    def response_started(self, exchange: Exchange) -> None:
+    def response_started(self, exchange: FinishedExchange) -> None:
         self._local.response_started(exchange)
 
-    def exchange_finished(self, exchange: Exchange) -> None:
+    def exchange_finished(self, exchange: FinishedExchange) -> None:
         self._local.exchange_finished(exchange)
 
     def record_upstream_request(self) -> None:
@@ -533,59 +270,3 @@ class RedisStatsStore:
         self._failing = True
         if self._stale_since is None:
             self._stale_since = self._wall_clock()
-
-
-# --- choosing and running the store ---------------------------------------------------------
-
-
-def make_store(config: ServerConfig, role: str) -> StatsStore:
-    """The store ``config.stats_backend`` asks for: in memory, or shared through Redis."""
-    if not config.stats_backend:
-        return MemoryStatsStore(role=role)
-    return RedisStatsStore(
-        role,
-        config.stats_backend,
-        key_prefix=config.stats_key_prefix,
-        push_interval_s=config.stats_push_interval_s,
-    )
-
-
-ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
-
-
-class _PusherInLifespan:
-    """ASGI middleware: runs the store's pusher for as long as the app's lifespan runs.
-
-    The lifespan call is a task of the server (Hypercorn's, or ``serving.serve_app``'s), alive
-    from startup to shutdown: the pusher lives in a nursery opened by that call, which is a plain
-    coroutine (not a generator, so nothing yields inside the nursery). On ``lifespan.shutdown``
-    (sent once requests have finished) the pusher makes its last push before the app shuts down.
-    """
-
-    def __init__(self, app: ASGIApp, store: RedisStatsStore) -> None:
-        self.app = app
-        self.store = store
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def receive_then_flush() -> ASGIReceiveEvent:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await self.store.aclose()
-            return message
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.store.run)
-            await self.app(scope, receive_then_flush, send)
-            nursery.cancel_scope.cancel()
-
-
-def run_store_with_app(app: RangeApp, store: StatsStore) -> None:
-    """Give ``store``'s pusher (if it has one) to ``app``'s lifespan."""
-    if isinstance(store, RedisStatsStore):
-        app.asgi_app = _PusherInLifespan(app.asgi_app, store)  # type: ignore[method-assign]

@@ -13,11 +13,10 @@ import hmac
 import html
 import json
 
-from quart import Request, Response, request
+from quart import Quart, Request, Response, request
 
 from trio_range.assets import static_text
 from trio_range.config import ServerConfig
-from trio_range.server.connection import RangeApp
 from trio_range.stats.prometheus import metrics_registry, render
 from trio_range.stats.store import StatsStore
 
@@ -66,7 +65,7 @@ def unauthorized(req: Request, token: str) -> Response | None:
     return response
 
 
-def install_stats_routes(app: RangeApp, store: StatsStore, config: ServerConfig) -> None:
+def install_stats_routes(app: Quart, store: StatsStore, config: ServerConfig) -> None:
     """Add the stats and metrics paths of ``config`` to ``app``, reading ``store``."""
     token = config.stats_token
     if config.stats_path:

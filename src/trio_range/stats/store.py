@@ -1,214 +1,60 @@
-"""Usage statistics: the :class:`StatsStore` interface, its in-memory implementation, histograms.
+"""Usage statistics: the :class:`StatsStore` interface and its in-memory implementation.
 
 Trio-safe because every update is a plain synchronous method: no update spans an ``await``, so
 no other task can see half of one, and nothing here is touched from worker threads. Updates
-happen once per exchange (when the response head goes out and when the exchange ends), never per
-chunk: the connection counts body bytes in the :class:`~trio_range.server.connection.Exchange` itself.
+happen once per exchange (when the response head goes out and when the exchange ends), never
+per chunk: the connection counts body bytes in the exchange itself.
 
 A shared backend fits the same interface without touching the servers:
-:mod:`trio_range.stats.redis_store` counts in a local :class:`MemoryStatsStore` (no I/O on the hot
-path) and pushes the deltas to Redis from a task of its own (docs/scale-out.md).
+:mod:`trio_range.stats.redis_store` counts in a local :class:`MemoryStatsStore` (no I/O on the
+hot path) and pushes the deltas to Redis from a task of its own (docs/scale-out.md).
 
-Pure: no trio, quart or ``os`` here, so the maths are tested without a server.
+Pure: no trio, quart or ``os`` here, so the maths are tested without a server. The store reads
+an exchange through the :class:`FinishedExchange` protocol, so it needs nothing of the server
+layer above it.
 """
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import datetime
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from trio_range.server.connection import Exchange
-
-RANGE_OUTCOMES = ("single", "multi", "unsatisfiable", "ignored")
-STREAM_OUTCOMES = ("completed", "aborted", "failed")
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "truncated", "status_5xx")
-
-# A client chooses the method: any other name is counted as OTHER, so a scanner sending random
-# methods cannot grow the counters (or a Prometheus server's series) without bound.
-KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+from trio_range.stats.histogram import Histogram
+from trio_range.stats.snapshot import (
+    KNOWN_METHODS,
+    RANGE_OUTCOMES,
+    STREAM_OUTCOMES,
+    UPSTREAM_ERROR_KINDS,
+    StatsSnapshot,
+    UpstreamSnapshot,
 )
 
 
-def _renard_r5(first_decade: int, last_decade: int) -> tuple[float, ...]:
-    # The Renard R5 series: five steps a decade, each ~1.585x the last (10 ** (1/5)), rounded to
-    # readable values. Written via decimal strings so 1.6e-4 is 0.00016, not 0.00016000000000000004.
-    steps = ("1", "1.6", "2.5", "4", "6.3")
-    bounds = [
-        float(f"{step}e{decade}") for decade in range(first_decade, last_decade) for step in steps
-    ]
-    return (*bounds, float(f"1e{last_decade}"))
-
-
-# Upper bounds of the latency buckets, 100 µs to 10 000 s (a paused video streams for hours):
-# 41 log-spaced buckets plus +Inf. A quantile read from them is off by at most one bucket's width.
-LATENCY_BUCKETS_S: tuple[float, ...] = _renard_r5(-4, 4)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HistogramSnapshot:
-    """Bucket counts at one moment; the quantile maths live here, on immutable values.
-
-    ``counts[i]`` counts the values in ``(bounds[i-1], bounds[i]]`` (Prometheus' ``le``
-    buckets, not cumulative); the last count is for values above ``bounds[-1]`` (``+Inf``).
-    """
-
-    bounds: tuple[float, ...]
-    counts: tuple[int, ...]
-    sum: float
-
-    def __post_init__(self) -> None:
-        if len(self.counts) != len(self.bounds) + 1:
-            raise ValueError("a histogram needs one count per bound plus one for +Inf")
+class FinishedExchange(Protocol):
+    """What a store reads of an exchange (``trio_range.server.exchange.Exchange`` has it)."""
 
     @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[int]:
-        """Counts of values ``<= bounds[i]``, then the total (the ``+Inf`` bucket)."""
-        total = 0
-        result = []
-        for count in self.counts:
-            total += count
-            result.append(total)
-        return result
-
-    def quantile(self, q: float) -> float | None:
-        """The ``q``-quantile estimated as PromQL's ``histogram_quantile`` does; None if empty.
-
-        The rank ``q * count`` falls in the first bucket whose cumulative count reaches it; the
-        value is interpolated linearly between that bucket's bounds (the first bucket starts at
-        0). A rank in the ``+Inf`` bucket gives the highest finite bound. So /stats and a
-        dashboard built on /metrics show the same figure.
-        """
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"a quantile lies in [0, 1], got {q}")
-        total = self.count
-        if total == 0:
-            return None
-        rank = q * total
-        below = 0
-        for index, count in enumerate(self.counts):
-            if below + count >= rank and count > 0:
-                if index == len(self.bounds):
-                    return self.bounds[-1]
-                lower = self.bounds[index - 1] if index > 0 else 0.0
-                upper = self.bounds[index]
-                return lower + (upper - lower) * (rank - below) / count
-            below += count
-        raise AssertionError("unreachable: the last non-empty bucket reaches every rank")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "sum": round(self.sum, 6),
-            **{f"p{round(q * 100)}": _round(self.quantile(q)) for q in (0.5, 0.95, 0.99)},
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-class Histogram:
-    """Counts of observed values in fixed buckets: one bisect and two additions per value."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Iterable[float] = LATENCY_BUCKETS_S) -> None:
-        self.bounds = tuple(bounds)
-        if not self.bounds or any(
-            b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)
-        ):
-            raise ValueError("histogram bounds must be non-empty and strictly increasing")
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        # bisect_left: a value equal to a bound belongs to that bound's bucket (``le`` is <=).
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(self.bounds, tuple(self.counts), self.sum)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UpstreamSnapshot:
-    """The proxy's view of its upstream."""
-
-    requests: int
-    open_connections: int
-    errors: Mapping[str, int]  # every kind of UPSTREAM_ERROR_KINDS, zeros included
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StatsSnapshot:
-    """Every figure of one store, read at one moment (no update can land half-way)."""
-
-    role: str
-    uptime_s: float
-    started_at: datetime.datetime
-    requests: Mapping[tuple[str, int], int]  # (method, status) -> count; status 0: no response
-    bytes_sent: int
-    ranges: Mapping[str, int]  # every outcome of RANGE_OUTCOMES, zeros included
-    if_range_failed: int
-    streams_active: int
-    streams: Mapping[str, int]  # every outcome of STREAM_OUTCOMES, zeros included
-    aborted_bytes: int
-    ttfb: HistogramSnapshot
-    duration: HistogramSnapshot
-    upstream: UpstreamSnapshot | None  # None unless the role is "proxy"
-
+    def method(self) -> str: ...
     @property
-    def requests_total(self) -> int:
-        return sum(self.requests.values())
-
-    def by_method(self) -> dict[str, int]:
-        result: dict[str, int] = {}
-        for (method, _), count in self.requests.items():
-            result[method] = result.get(method, 0) + count
-        return result
-
-    def by_status(self) -> dict[str, int]:
-        result: dict[str, int] = {}
-        for (_, status), count in sorted(self.requests.items(), key=lambda item: item[0][1]):
-            result[str(status)] = result.get(str(status), 0) + count
-        return result
-
-    def to_json(self) -> dict[str, Any]:
-        """The /stats document (its schema is in docs/stats.md)."""
-        document: dict[str, Any] = {
-            "role": self.role,
-            "uptime_s": round(self.uptime_s, 3),
-            "started_at": self.started_at.isoformat(timespec="milliseconds"),
-            "requests": {
-                "total": self.requests_total,
-                "by_method": self.by_method(),
-                "by_status": self.by_status(),
-            },
-            "bytes_sent": self.bytes_sent,
-            "ranges": {**self.ranges, "if_range_failed": self.if_range_failed},
-            "streams": {
-                "active": self.streams_active,
-                **self.streams,
-                "aborted_bytes": self.aborted_bytes,
-            },
-            "latency": {"ttfb_s": self.ttfb.to_json(), "duration_s": self.duration.to_json()},
-        }
-        if self.upstream is not None:
-            document["upstream"] = {
-                "requests": self.upstream.requests,
-                "open_connections": self.upstream.open_connections,
-                "errors": dict(self.upstream.errors),
-            }
-        return document
+    def status(self) -> int: ...
+    @property
+    def has_body(self) -> bool: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def range_outcome(self) -> str: ...
+    @property
+    def if_range_failed(self) -> bool: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def first_byte_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
 
 
 class StatsStore(Protocol):
@@ -222,10 +68,10 @@ class StatsStore(Protocol):
     # Set by the proxy once its upstream pool exists; read by snapshot().
     open_upstream_connections: Callable[[], int] | None
 
-    def response_started(self, exchange: Exchange) -> None:
+    def response_started(self, exchange: FinishedExchange) -> None:
         """The response head is going out (status and declared length are known)."""
 
-    def exchange_finished(self, exchange: Exchange) -> None:
+    def exchange_finished(self, exchange: FinishedExchange) -> None:
         """The exchange is over: completed, aborted by the client or failed by the server."""
 
     def record_upstream_request(self) -> None:
@@ -270,14 +116,14 @@ class MemoryStatsStore:
     # response_started and exchange_finished decide "has a body" with the same test, so every
     # stream counted active is counted finished exactly once.
     @staticmethod
-    def _is_stream(exchange: Exchange) -> bool:
+    def _is_stream(exchange: FinishedExchange) -> bool:
         return exchange.status != 0 and exchange.has_body
 
-    def response_started(self, exchange: Exchange) -> None:
+    def response_started(self, exchange: FinishedExchange) -> None:
         if self._is_stream(exchange):
             self._streams_active += 1
 
-    def exchange_finished(self, exchange: Exchange) -> None:
+    def exchange_finished(self, exchange: FinishedExchange) -> None:
         method = exchange.method if exchange.method in KNOWN_METHODS else "OTHER"
         key = (method, exchange.status)
         self._requests[key] = self._requests.get(key, 0) + 1

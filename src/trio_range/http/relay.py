@@ -1,0 +1,87 @@
+"""What a relay decides from values alone: the upstream target, ``?range=``, what an answer says.
+
+Pure: the proxy's I/O (proxy/relay.py) asks these and carries the answers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+from trio_range.errors import RangeParseError
+from trio_range.http.ranges import format_range_header, parse_query_range, parse_range_header
+
+
+def upstream_target(raw_path: bytes, query_string: bytes) -> str:
+    """The origin-form target to request upstream, whatever form the client used.
+
+    An absolute-form target (``GET http://elsewhere/x``) keeps only its path: the upstream is
+    fixed by configuration, so neither it nor the Host header can redirect the proxy (no open
+    proxy, no SSRF).
+    """
+    path = raw_path.decode("latin-1")
+    if not path.startswith("/"):
+        path = urlsplit(path).path or "/"
+        if not path.startswith("/"):
+            path = "/" + path
+    if query_string:
+        return f"{path}?{query_string.decode('latin-1')}"
+    return path
+
+
+def query_range(query_string: bytes) -> str | None:
+    """The ``?range=`` compatibility parameter, if present."""
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == "range":
+            return value
+    return None
+
+
+class RangeConflict(Exception):
+    """A Range header and ``?range=`` that ask for different bytes: answer 416."""
+
+
+def range_for_upstream(range_header: str | None, query_value: str | None) -> str | None:
+    """The Range header to send upstream in place of the client's, or None to send it as is.
+
+    ``?range=20-345`` works like ``Range: bytes=20-345`` (the design this project replaces).
+    The two are compared only after parsing both, so ``bytes=20-345`` and ``20-345`` agree; an
+    invalid value of either is ignored, as RFC 9110 §14.2 lets a server ignore any Range, so
+    only two valid values can disagree, which raises :class:`RangeConflict`.
+    """
+    if query_value is None:
+        return None
+    try:
+        query_specs = parse_query_range(query_value)
+    except RangeParseError:
+        return None
+    if range_header is not None:
+        try:
+            header_specs = parse_range_header(range_header)
+        except RangeParseError:
+            header_specs = query_specs
+        if header_specs != query_specs:
+            raise RangeConflict(f"Range {range_header!r} and ?range={query_value!r} differ")
+    return format_range_header(query_specs)
+
+
+def representation_size(status: int, headers: Mapping[str, str]) -> int | None:
+    """The full size an upstream answer reveals: a 200's length or a 206's complete-length."""
+    if status == 200:
+        length = headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else None
+    if status == 206:
+        _, _, complete = headers.get("Content-Range", "").rpartition("/")
+        return int(complete) if complete.isdigit() else None
+    return None
+
+
+def relayed_range_outcome(asked: bool, status: int, content_type: str) -> str:
+    """How the upstream treated the Range, in the words of the statistics."""
+    if status == 206:
+        return "multi" if content_type.startswith("multipart/byteranges") else "single"
+    if status == 416:
+        return "unsatisfiable"
+    if asked and status == 200:
+        return "ignored"
+    return "none"

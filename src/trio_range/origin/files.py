@@ -1,0 +1,120 @@
+"""The origin's file serving, as module-level handlers over an :class:`OriginSite`.
+
+:func:`serve_file` reads the request, opens the file (on the event loop: see media_folder), asks
+the pure :func:`~trio_range.http.response_plan.plan_response` what to answer, and carries the
+plan out: file bytes go into the body through :func:`~trio_range.origin.file_body.file_body`,
+which sends cached pages with sendfile and reads the rest. The open file is registered with
+the request's resources, so it is closed when the exchange ends, even if the body was never
+iterated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+from quart import Response, request
+
+from trio_range.config import OriginConfig
+from trio_range.http.conditional import ConditionalRequest, Validators
+from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
+from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
+from trio_range.origin.file_body import file_body
+from trio_range.origin.media_folder import MediaFolder, content_type_for
+from trio_range.server.common import json_response, not_found
+from trio_range.server.exchange import current_exchange
+from trio_range.server.file_region import SENDFILE_REGION_BYTES, can_send_file
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OriginSite:
+    """What the origin's handlers need, built once per app from its configuration."""
+
+    config: OriginConfig
+    folder: MediaFolder
+    limits: RangeLimits
+
+    @classmethod
+    def from_config(cls, config: OriginConfig) -> OriginSite:
+        return cls(
+            config=config,
+            folder=MediaFolder.at(config.media_dir),
+            limits=RangeLimits(max_ranges=config.max_ranges),
+        )
+
+    @property
+    def region_bytes(self) -> int:
+        """The largest region sent with sendfile (never below the read chunk)."""
+        return max(self.config.chunk_size_bytes, SENDFILE_REGION_BYTES)
+
+
+def range_outcome_label(plan: ResponsePlan) -> str:
+    """How the plan treated the Range, in the words of the statistics."""
+    outcome = plan.range_outcome
+    if outcome is RangeOutcome.PARTIAL:
+        parts = sum(isinstance(segment, ByteRange) for segment in plan.body)
+        return "multi" if parts > 1 else "single"
+    if outcome in (RangeOutcome.UNSATISFIABLE, RangeOutcome.CONFLICT):
+        return "unsatisfiable"
+    if outcome is RangeOutcome.IGNORED:
+        return "ignored"
+    return "none"
+
+
+def _response(plan: ResponsePlan, body: object) -> Response:
+    response = Response(body, status=plan.status)  # type: ignore[arg-type]
+    # Quart adds a Content-Type and, for bytes bodies, a Content-Length of its own: the plan's
+    # headers replace both, so the announced length is the one the plan's body has.
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    for name, value in plan.headers:
+        response.headers.add(name, value)
+    return response
+
+
+async def serve_file(site: OriginSite, relative: str) -> Response:
+    """Answer the current request for the file ``relative`` of the media folder."""
+    file = site.folder.open(relative)
+    if file is None:
+        return not_found()
+    exchange = current_exchange()
+    exchange.resources.callback(file.close)
+    representation = Representation(
+        size=file.size,
+        content_type=content_type_for(relative),
+        validators=Validators.for_file(file.size, file.mtime_ns, file.inode),
+    )
+    headers = request.headers
+    plan = plan_response(
+        ConditionalRequest(
+            method=request.method,
+            if_match=headers.get("If-Match"),
+            if_none_match=headers.get("If-None-Match"),
+            if_modified_since=headers.get("If-Modified-Since"),
+            if_unmodified_since=headers.get("If-Unmodified-Since"),
+            if_range=headers.get("If-Range"),
+        ),
+        headers.get("Range"),
+        request.args.get("range"),
+        representation,
+        site.limits,
+    )
+    exchange.range_outcome = range_outcome_label(plan)
+    exchange.if_range_failed = plan.if_range_failed
+    if request.method == "HEAD" or not plan.body:
+        # HEAD answers the headers GET would, without reading the file (Quart would run the
+        # GET and discard its body).
+        return _response(plan, b"")
+    body = file_body(
+        plan.body,
+        file.fd,
+        region_bytes=site.region_bytes,
+        chunk_bytes=site.config.chunk_size_bytes,
+        sendfile=can_send_file(request.scope),
+    )
+    return _response(plan, body)
+
+
+async def media_listing(site: OriginSite) -> Response:
+    """The servable files of the media folder as JSON (walked in a worker thread)."""
+    return json_response(await trio.to_thread.run_sync(site.folder.listing))

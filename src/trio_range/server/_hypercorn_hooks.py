@@ -1,0 +1,243 @@
+"""Every use of Hypercorn's undocumented internals, in one guarded place.
+
+Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``; the pieces of its trio worker
+loop (``Lifespan``, ``WorkerContext``, ``TCPServer``, ``wrap_app``) and the attributes of its
+protocol objects are not API. trio_range runs its own worker loop (serving.py) out of those
+pieces to add a connection limit, graceful shutdown with a grace period, and sendfile, and
+replaces three behaviours of the connection handler. Each hook below names the upstream lines
+it replaces or reads and why. ``HOOKED`` lists every attribute touched here with the shape the
+hook expects: tests/server/test_hooks.py checks each one, so an upgrade that renames or
+reshapes one fails loudly there instead of leaving a server whose keep-alive timer, sendfile
+path or byte accounting silently stopped working.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import h11
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
+from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
+from hypercorn.utils import wrap_app
+
+from trio_range.server.file_region import FileRegion, sendfile_region
+from trio_range.server.hooks_check import Hook
+
+__all__ = [
+    "HOOKED",
+    "ConnectionServer",
+    "Lifespan",
+    "WorkerContext",
+    "client_gone",
+    "close_idle_connections",
+    "new_connection_state",
+    "wrap_asgi",
+]
+
+# What this module relies on, for tests/server/test_hooks.py: (owner, attribute, parameters
+# the hook calls or overrides it with; None for a plain attribute or constant).
+HOOKED: tuple[Hook, ...] = (
+    Hook(TCPServer, "__init__", ("self", "app", "config", "context", "state", "stream")),
+    Hook(TCPServer, "protocol_send", ("self", "event")),
+    Hook(TCPServer, "_read_data", ("self",)),
+    Hook(TCPServer, "_initiate_server_close", ("self",)),
+    Hook(TCPServer, "run", ("self",)),
+    Hook(TrioSingleTask, "restart", ("self", "task_group", "action")),
+    Hook(TrioSingleTask, "stop", ("self",)),
+    Hook(TaskGroup, "spawn", ("self", "func", "args")),
+    Hook(H11Protocol, "handle", ("self", "event")),
+    Hook(HTTPStream, "app_send", ("self", "message")),
+    Hook(Lifespan, "__init__", ("self", "app", "config", "state")),
+    Hook(Lifespan, "handle_lifespan", ("self", "task_status")),
+    Hook(Lifespan, "wait_for_startup", ("self",)),
+    Hook(Lifespan, "wait_for_shutdown", ("self",)),
+    Hook(WorkerContext, "__init__", ("self", "max_requests")),
+    Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
+    # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
+    # send_lock, stream, config and context; ProtocolWrapper.protocol (the H11Protocol) and
+    # its .connection (the h11.Connection); WorkerContext.terminated; HTTPStream.closed.
+)
+
+
+def wrap_asgi(app: ASGIFramework, config: HypercornConfig) -> AppWrapper:
+    """The app as Hypercorn's protocol layer calls it (``hypercorn/utils.py`` ``wrap_app``)."""
+    return wrap_app(app, config.wsgi_max_body_size, "asgi")
+
+
+def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
+    """Each connection's copy of the lifespan state, as ``hypercorn.trio.run`` makes it."""
+    return ConnectionState(lifespan_state.copy())
+
+
+async def close_idle_connections(context: WorkerContext) -> None:
+    """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish.
+
+    ``WorkerContext.terminated`` is the event every connection's idle timer watches
+    (``hypercorn/trio/tcp_server.py`` ``_idle_timeout``; here :class:`_KeepAliveTimer`).
+    """
+    await context.terminated.set()
+
+
+def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
+    """Whether Hypercorn's stream behind the ASGI ``send`` is closed (False for other servers).
+
+    Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and
+    returns normally (``hypercorn/protocol/http_stream.py``: ``if not self.closed``), so an
+    app cannot tell a delivered chunk from a discarded one. Its ``closed`` flag can.
+    """
+    return getattr(getattr(send, "__self__", None), "closed", False) is True
+
+
+class _KeepAliveTimer:
+    """Hypercorn's keep-alive timer as one task per connection, not one task per request.
+
+    Replaces ``TCPServer.idle_task`` (a ``TrioSingleTask``), which starts a task
+    (``nursery.start``, under a lock) each time a connection turns idle and cancels it when the
+    next request arrives: 15 % of a trivial request's CPU under py-spy. Here the first
+    ``restart`` starts one watcher task and later calls only move its deadline. The behaviour
+    is Hypercorn's: an idle connection closes when it has been idle for the keep-alive timeout,
+    or at once when the server shuts down; a busy one is left to its response (Hypercorn closes
+    it after that response during shutdown).
+    """
+
+    def __init__(
+        self, timeout: float, terminated: Any, close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._timeout = timeout
+        self._terminated = terminated
+        self._close = close
+        self._deadline = math.inf  # when an idle connection closes; inf while busy
+        self._watcher: trio.CancelScope | None = None
+        self._waiting: trio.CancelScope | None = None
+        self._turned_idle = trio.Event()
+
+    async def restart(self, task_group: Any, action: object) -> None:
+        """The connection turned idle (``action`` is Hypercorn's timeout task: not needed)."""
+        self._deadline = trio.current_time() + self._timeout
+        if self._watcher is None:
+            self._watcher = trio.CancelScope()
+            task_group.spawn(self._watch)
+        elif self._waiting is not None:
+            self._waiting.deadline = self._deadline
+        self._turned_idle.set()
+
+    async def stop(self) -> None:
+        """The connection is busy with a request."""
+        self._deadline = math.inf
+        if self._waiting is not None:
+            self._waiting.deadline = math.inf
+
+    def close(self) -> None:
+        """The connection ended: the watcher ends too."""
+        self._deadline = math.inf
+        if self._watcher is None:
+            self._watcher = trio.CancelScope()
+        self._watcher.cancel()
+
+    async def _watch(self) -> None:
+        assert self._watcher is not None
+        with self._watcher:
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as self._waiting:
+                    await self._terminated.wait()
+                self._waiting = None
+                if self._deadline != math.inf:
+                    break  # idle past the timeout, or idle at shutdown
+                # Shutdown while busy: wait until the response is over.
+                self._turned_idle = trio.Event()
+                await self._turned_idle.wait()
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+
+class ConnectionServer(TCPServer):
+    """Hypercorn's connection handler (``hypercorn/trio/tcp_server.py`` ``TCPServer``), changed.
+
+    - Its keep-alive timer is :class:`_KeepAliveTimer` (replaces ``idle_task``).
+    - :meth:`protocol_send` skips the empty write h11 makes at the end of every
+      Content-Length body.
+    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
+      ``sendfile(2)`` as the next body bytes, framed by h11.
+    - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
+      closes a connection that switched to HTTP/2 (below).
+
+    Hypercorn switches a cleartext connection to HTTP/2 when it opens with the prior-knowledge
+    preface or asks for an h2c upgrade, and an idle HTTP/2 connection is never dropped,
+    whatever the keep-alive timeout: a one-packet slowloris. trio_range speaks HTTP/1.1; such a
+    connection is closed. Stock Hypercorn also keeps the connection's task (and its place in
+    any count) until its keep-alive timer runs out, even after the client closed: reading EOF
+    does not stop the timer. Stopping it lets the task end with the client.
+    """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        context: WorkerContext,
+        state: LifespanState,
+        stream: trio.SocketStream,
+    ) -> None:
+        # TCPServer is typed for TLS streams but takes a plain SocketStream (it checks).
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        self.idle_task = _KeepAliveTimer(  # type: ignore[assignment]
+            self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
+        )
+
+    async def protocol_send(self, event: Event) -> None:
+        # h11 frames the end of a Content-Length body as no bytes at all, and Hypercorn still
+        # takes the send lock and a shielded checkpoint to write them, once per response.
+        if isinstance(event, RawData) and not event.data:
+            return
+        await super().protocol_send(event)
+
+    async def send_file(self, region: FileRegion) -> int:
+        """Write ``region`` with sendfile as the next body bytes of the response being sent.
+
+        h11 frames the region as any body data (it counts it against the Content-Length, or
+        writes a chunk header) and hands it back untouched in its output. The write is shielded
+        and under the send lock, as Hypercorn's own writes are (``protocol_send``). Returns the
+        region's bytes written; a peer that went away part way is reported to the protocol as
+        Hypercorn reports it, by closing the stream.
+        """
+        protocol = self.protocol.protocol
+        assert isinstance(protocol, H11Protocol)
+        connection = protocol.connection
+        assert isinstance(connection, h11.Connection)
+        pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
+        written = 0
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True):
+                    for piece in pieces or ():
+                        if isinstance(piece, FileRegion):
+                            written = await sendfile_region(self.stream.socket, piece)
+                            if written < piece.count:
+                                raise trio.BrokenResourceError
+                        else:
+                            await self.stream.send_all(piece)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+        return written
+
+    async def _read_data(self) -> None:
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or math.inf):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"" or not isinstance(self.protocol.protocol, H11Protocol):
+                break
+        await self.protocol.handle(Closed())
+        cast(_KeepAliveTimer, self.idle_task).close()

@@ -1,0 +1,85 @@
+"""One request and its response as the connection saw them: the unit of statistics and logs.
+
+The connection (connection.py) fills an :class:`Exchange` as the response goes out and hands
+it to the app's :class:`ExchangeObserver` twice: when the head is sent and when the exchange is
+over. Views reach the exchange of their request with :func:`current_exchange`, to register
+what they open (``exchange.resources``) and to say how they treated the Range.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from contextlib import AsyncExitStack
+from typing import Protocol
+
+# Statuses whose responses carry no body whatever their Content-Length says (RFC 9110 §6.4.1).
+_BODYLESS_STATUSES = frozenset({204, 304})
+
+
+@dataclasses.dataclass(slots=True)
+class Exchange:
+    """One request and its response, as the connection saw them (for stats and the access log)."""
+
+    method: str
+    path: str
+    query: str
+    range_header: str | None
+    resources: AsyncExitStack
+    started_at: float
+    status: int = 0
+    declared_length: int | None = None
+    bytes_sent: int = 0
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    # "completed": every declared byte was sent; "aborted": the client went away first;
+    # "failed": the server aborted the transfer (StreamAborted or an unexpected error).
+    outcome: str = "pending"
+    # Set by the view, for statistics: how the Range was treated ("none", "single", "multi",
+    # "unsatisfiable" or "ignored") and whether an If-Range failed.
+    range_outcome: str = "none"
+    if_range_failed: bool = False
+    detail: str = ""
+
+    @property
+    def has_body(self) -> bool:
+        return (
+            self.method != "HEAD"
+            and self.status not in _BODYLESS_STATUSES
+            and self.declared_length != 0
+        )
+
+
+class ExchangeObserver(Protocol):
+    """Who is told about each exchange: the statistics store and the access log."""
+
+    def response_started(self, exchange: Exchange) -> None: ...
+
+    def exchange_finished(self, exchange: Exchange) -> None: ...
+
+
+class NullObserver:
+    """The observer of an app that has none installed: told everything, keeps nothing."""
+
+    def response_started(self, exchange: Exchange) -> None:
+        pass
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        pass
+
+
+_current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("trio_range_exchange")
+
+
+def current_exchange() -> Exchange:
+    """The exchange of the request being handled (valid in views, not in body generators)."""
+    return _current.get()
+
+
+def enter_exchange(exchange: Exchange) -> contextvars.Token[Exchange]:
+    """Make ``exchange`` the current one for this task; reset with :func:`leave_exchange`."""
+    return _current.set(exchange)
+
+
+def leave_exchange(token: contextvars.Token[Exchange]) -> None:
+    _current.reset(token)

@@ -1,0 +1,102 @@
+"""The relay's pure decisions: the upstream target, ``?range=``, what an upstream answer says."""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_range.http.relay import (
+    RangeConflict,
+    query_range,
+    range_for_upstream,
+    relayed_range_outcome,
+    representation_size,
+    upstream_target,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "query", "target"),
+    [
+        (b"/media/a.mp4", b"", "/media/a.mp4"),
+        (b"/a", b"range=1-2", "/a?range=1-2"),
+        (b"/a/../b", b"", "/a/../b"),  # as sent: the upstream decides what dot segments mean
+        (b"http://elsewhere.example/x?y", b"", "/x"),  # absolute form: the path only
+        (b"http://elsewhere.example", b"", "/"),
+        (b"*", b"", "/*"),
+    ],
+)
+def test_upstream_target_keeps_the_path_and_never_the_host(
+    raw_path: bytes, query: bytes, target: str
+) -> None:
+    assert upstream_target(raw_path, query) == target
+
+
+@pytest.mark.parametrize(
+    ("query", "value"),
+    [
+        (b"", None),
+        (b"range=20-345", "20-345"),
+        (b"a=1&range=bytes%3D0-1", "bytes=0-1"),
+        (b"range=", ""),
+        (b"ranges=1-2", None),
+    ],
+)
+def test_query_range_finds_the_compatibility_parameter(query: bytes, value: str | None) -> None:
+    assert query_range(query) == value
+
+
+@pytest.mark.parametrize(
+    ("header", "query", "sent"),
+    [
+        (None, None, None),  # nothing to change
+        ("bytes=1-2", None, None),  # the client's Range goes as is
+        (None, "20-345", "bytes=20-345"),
+        (None, "bytes=20-345", "bytes=20-345"),
+        ("bytes=20-345", "20-345", "bytes=20-345"),  # compared after parsing: they agree
+        ("bytes=oops", "1-2", "bytes=1-2"),  # an invalid header is ignored
+        ("bytes=1-2", "oops", None),  # an invalid query value is ignored
+    ],
+)
+def test_range_for_upstream_maps_the_query_onto_the_range_header(
+    header: str | None, query: str | None, sent: str | None
+) -> None:
+    assert range_for_upstream(header, query) == sent
+
+
+def test_a_range_header_and_query_that_disagree_conflict() -> None:
+    with pytest.raises(RangeConflict):
+        range_for_upstream("bytes=0-1", "20-345")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "size"),
+    [
+        (200, {"Content-Length": "10"}, 10),
+        (200, {}, None),
+        (206, {"Content-Range": "bytes 0-1/10"}, 10),
+        (206, {"Content-Range": "bytes 0-1/*"}, None),
+        (416, {"Content-Range": "bytes */10"}, None),
+        (304, {"Content-Length": "10"}, None),
+    ],
+)
+def test_representation_size_is_what_the_answer_reveals(
+    status: int, headers: dict[str, str], size: int | None
+) -> None:
+    assert representation_size(status, headers) == size
+
+
+@pytest.mark.parametrize(
+    ("asked", "status", "content_type", "label"),
+    [
+        (True, 206, "video/mp4", "single"),
+        (True, 206, "multipart/byteranges; boundary=x", "multi"),
+        (True, 416, "text/plain", "unsatisfiable"),
+        (True, 200, "video/mp4", "ignored"),
+        (False, 200, "video/mp4", "none"),
+        (True, 304, "", "none"),
+    ],
+)
+def test_relayed_range_outcome_labels_how_the_upstream_treated_the_range(
+    asked: bool, status: int, content_type: str, label: str
+) -> None:
+    assert relayed_range_outcome(asked, status, content_type) == label

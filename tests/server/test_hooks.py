@@ -1,0 +1,94 @@
+"""The private internals the hooks modules rely on still exist with the shape they expect.
+
+Each hooks module (``server/_hypercorn_hooks.py``, ``server/_quart_hooks.py``,
+``proxy/_httpx_hooks.py``) lists what it touches in ``HOOKED``. After a dependency upgrade
+(``make lock``), this is the test that fails first and names the hook, instead of a server
+whose keep-alive timer, sendfile path or byte accounting silently stopped working.
+"""
+
+from __future__ import annotations
+
+import socket
+from types import ModuleType
+from typing import Any
+
+import h11
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from quart.asgi import ASGIHTTPConnection
+
+from trio_range.proxy import _httpx_hooks
+from trio_range.server import _hypercorn_hooks, _quart_hooks
+from trio_range.server.hooks_check import Hook, problems
+
+HOOK_MODULES = [_hypercorn_hooks, _quart_hooks, _httpx_hooks]
+
+
+@pytest.mark.parametrize("module", HOOK_MODULES, ids=lambda m: m.__name__.rpartition(".")[2])
+def test_every_hooked_attribute_still_has_the_shape_the_hook_expects(module: ModuleType) -> None:
+    hooks: tuple[Hook, ...] = module.HOOKED
+    assert hooks, "a hooks module lists what it touches"
+    assert problems(hooks) == []
+
+
+def test_the_check_names_a_renamed_attribute_and_a_changed_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What an upgrade that renamed TCPServer._read_data and reshaped handle_messages looks like.
+    monkeypatch.delattr(TCPServer, "_read_data")
+
+    async def handle_messages(self: object, receive: object) -> None: ...
+
+    monkeypatch.setattr(ASGIHTTPConnection, "handle_messages", handle_messages)
+    assert problems(_hypercorn_hooks.HOOKED) == [
+        "hypercorn.trio.tcp_server.TCPServer._read_data: missing"
+    ]
+    assert problems(_quart_hooks.HOOKED) == [
+        "quart.asgi.ASGIHTTPConnection.handle_messages: parameters ('self', 'receive'), "
+        "the hook expects ('self', 'request', 'receive')"
+    ]
+
+
+async def test_hypercorn_instance_attributes_the_hooks_use_exist() -> None:
+    # Attributes set in __init__ cannot be checked on the class: build the objects.
+    config = HypercornConfig()
+    context = WorkerContext(None)
+    assert callable(context.terminated.set)
+    assert callable(context.terminated.wait)
+
+    async def _app(scope: object, receive: object, send: object) -> None: ...
+
+    async def _send(event: object) -> None: ...
+
+    # Stand-ins: only the objects' construction is exercised, never a call.
+    app: Any = _app
+    send: Any = _send
+    state: Any = {}
+
+    left, right = trio.socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        stream = trio.SocketStream(left)
+        server = _hypercorn_hooks.ConnectionServer(app, config, context, state, stream)
+        assert isinstance(server.idle_task, _hypercorn_hooks._KeepAliveTimer)
+        assert isinstance(server.send_lock, trio.Lock)
+        assert server.stream is stream  # type: ignore[comparison-overlap]
+        assert server.config is config
+        assert server.context is context
+        async with TaskGroup() as task_group:
+            wrapper = ProtocolWrapper(
+                app, config, context, task_group, state, False, None, None, send
+            )
+            assert isinstance(wrapper.protocol, H11Protocol)
+            assert isinstance(wrapper.protocol.connection, h11.Connection)
+            http_stream = HTTPStream(app, config, context, task_group, False, None, None, send, 1)
+            assert http_stream.closed is False
+            assert _hypercorn_hooks.client_gone(http_stream.app_send) is False
+            http_stream.closed = True
+            assert _hypercorn_hooks.client_gone(http_stream.app_send) is True
