@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.servers import start_origin
 
-# Hypothesis budgets for tests that do not set their own (tests/test_fuzz.py): "ci" is small
+# Hypothesis budgets for tests that do not set their own (tests/http/test_fuzz.py): "ci" is small
 # enough for `make test`; `make fuzz` runs the "fuzz" profile. Chosen by HYPOTHESIS_PROFILE.
 settings.register_profile("ci", max_examples=200, deadline=None)
 settings.register_profile(

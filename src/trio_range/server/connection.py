@@ -1,7 +1,7 @@
 """The ASGI connection of one request: it owns the request's tasks and resources.
 
 Quart-Trio runs each request as two tasks in one nursery (one reads ASGI messages, one sends
-the response). Three traps of that stock class are fixed here (REFERENCES.md, "The stack"):
+the response). Three traps of that stock class are fixed here (docs/references.md, "The stack"):
 
 - Its disconnect watcher cancels the nursery when Hypercorn posts ``http.disconnect`` after a
   complete response, which cancels Hypercorn re-arming the keep-alive timer inside the final

@@ -49,7 +49,7 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
             log.warning("400: both Transfer-Encoding and Content-Length")
             return plain(400, "Bad Request", Connection="close")
         # h11 enforces its limit only across reads: a header block that arrives in one read
-        # passes whatever its size (REFERENCES.md), so the limit is checked here again.
+        # passes whatever its size (docs/references.md), so the limit is checked here again.
         if len(raw_path) + len(query) > config.max_header_bytes:
             log.warning("414: request target of %d bytes", len(raw_path) + len(query))
             return plain(414, "URI Too Long")
