@@ -35,7 +35,7 @@ test: lint typecheck unit
 # about 15 minutes, loopback only. ARGS=--quick checks the harness in about 3.
 bench: $(STAMP) system-deps
 	$(BIN)/python -c 'import aiohttp' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m benchmarks.issue8 $(ARGS)
+	$(BIN)/python -m benchmarks.targets $(ARGS)
 
 # Throughput and request rates against nginx only, at several concurrencies (about 20 minutes).
 bench-throughput: $(STAMP) system-deps

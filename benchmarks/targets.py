@@ -1,11 +1,11 @@
-"""Issue 8's targets table, every row next to its baselines, measured in one run.
+"""The performance targets table: every target, next to its baselines, measured in one run.
 
-    python -m benchmarks.issue8                      # every row, 3 rounds (~15 min)
-    python -m benchmarks.issue8 --quick              # 1 round, short durations: checks the harness
-    python -m benchmarks.issue8 --only origin_stream,proxy_rate
+    python -m benchmarks.targets                     # every row, 3 rounds (~15 min)
+    python -m benchmarks.targets --quick             # 1 round, short durations: checks the harness
+    python -m benchmarks.targets --only origin_stream,proxy_rate
 
-The rows (``--only`` names), each against the baselines issue 8 names, candidates interleaved
-and their order rotated every round, medians over ``--rounds``:
+The rows (``--only`` names), each against the baselines its target names (the targets came with
+issue 8), candidates interleaved and their order rotated every round, medians over ``--rounds``:
 
 - ``origin_stream``: trio-range origin, one whole-file GET (1 GiB), vs nginx ``sendfile``.
 - ``proxy_stream``:  the same through trio-range proxy -> origin, vs the aiohttp pair
@@ -21,8 +21,8 @@ and their order rotated every round, medians over ``--rounds``:
                      throughput ratio and CPU per request and per GB, split by process.
 
 Prints one table (figure, baseline, ratio, target, met) and writes
-benchmarks/results/issue8.json. A row whose baseline is not installed says so and prints no
-ratio. See benchmarks/README.md, "issue8". Nothing in src/ is patched.
+benchmarks/results/targets.json. A row whose baseline is not installed says so and prints no
+ratio. See benchmarks/README.md, "targets". Nothing in src/ is patched.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ PROXY_W1, PROXY_W2 = "proxy-w1", "proxy-w2"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.issue8")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.targets")
     parser.add_argument(
         "--only", help=f"comma-separated rows to measure (default all: {','.join(MEASURES)})"
     )
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--time-limit-s", type=float, default=2400.0, help="give up after this long (default 2400)"
     )
-    parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "issue8.json")
+    parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "targets.json")
     args = parser.parse_args(argv)
     quick = args.quick
 
@@ -253,7 +253,7 @@ class Servers:
                 argv,
                 host=HOST,
                 port=port,
-                log_path=LOG_DIR / f"issue8-{name}.log",
+                log_path=LOG_DIR / f"targets-{name}.log",
                 ready_path=self.path,
                 env=env,
             )
@@ -865,9 +865,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warm_page_cache(media_dir / file_name)
     path = f"/media/{file_name}"
     results: dict[str, Any] = {
-        "benchmark": "issue8",
+        "benchmark": "targets",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python -m benchmarks.issue8 " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.targets " + " ".join(sys.argv[1:]),
         "quick": args.quick,
         "machine": {
             "cpus": os.cpu_count(),
@@ -884,7 +884,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rows: list[Row] = []
     with (
-        tempfile.TemporaryDirectory(prefix="issue8-") as scratch_name,
+        tempfile.TemporaryDirectory(prefix="targets-") as scratch_name,
         contextlib.ExitStack() as stack,
     ):
         servers = Servers(stack, pathlib.Path(scratch_name), media_dir, path, nginx)
@@ -922,7 +922,7 @@ def aiohttp_version() -> str | None:
 
 def print_summary(rows: list[Row], args: argparse.Namespace) -> None:
     mode = "quick (1 round, short; not for quoting)" if args.quick else f"median of {args.rounds}"
-    print(f"\nissue 8 targets, {mode}, {os.cpu_count()} cores")
+    print(f"\nperformance targets, {mode}, {os.cpu_count()} cores")
     header = (
         f"{'figure':<54}{'trio_range':>13}  {'baseline':<28}{'value':>11}"
         f"{'ratio':>8}  {'target':<22}{'met':<4}"
