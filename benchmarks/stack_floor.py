@@ -23,22 +23,25 @@ import argparse
 import json
 import pathlib
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from benchmarks._harness import (
-    BenchmarkError,
+    HOST,
+    RESULTS_DIR,
+    ROOT,
+    ServerGroup,
     cpu_seconds,
     free_port,
-    run_and_save,
-    run_server,
+    load_1min,
+    print_table,
+    ratio_cell,
+    rotated,
+    run_benchmark,
 )
-from benchmarks.origin_throughput import RESULTS_DIR, ROOT
-from benchmarks.proxy_throughput import load_1min, rotated
+from benchmarks._load import wrk_fixed_request
 
-HOST = "127.0.0.1"
 BODY_BYTES = 4096
 CANDIDATES = ("hypercorn-trio", "hypercorn-asyncio", "quart-trio", "aiohttp")
 
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--wrk", default="wrk")
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "stack_floor.json")
-    return run_and_save(run, parser.parse_args(argv))
+    return run_benchmark(run, parser.parse_args(argv))
 
 
 def _argv(name: str, port: int) -> list[str]:
@@ -64,17 +67,12 @@ def _argv(name: str, port: int) -> list[str]:
 
 
 def _wrk(args: argparse.Namespace, port: int, pid: int) -> dict[str, float]:
-    argv = [args.wrk, "-t1", f"-c{args.concurrency}", f"-d{args.seconds:g}s"]
-    argv.append(f"http://{HOST}:{port}/media/x")
     before = cpu_seconds(pid)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.seconds + 60)
+    requests, per_s = wrk_fixed_request(
+        args.wrk, f"http://{HOST}:{port}/media/x", args.concurrency, args.seconds
+    )
     cpu = cpu_seconds(pid) - before
-    requests = [line for line in done.stdout.splitlines() if "requests in" in line]
-    rates = [line for line in done.stdout.splitlines() if line.startswith("Requests/sec:")]
-    if done.returncode != 0 or not requests or not rates or "Non-2xx" in done.stdout:
-        raise BenchmarkError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    count = int(requests[0].split()[0])
-    return {"requests_per_s": float(rates[0].split()[1]), "cpu_ms_per_request": 1000 * cpu / count}
+    return {"requests_per_s": per_s, "cpu_ms_per_request": 1000 * cpu / requests}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,30 +80,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for round_number in range(args.rounds):
         print(f"round {round_number + 1}/{args.rounds} (load {load_1min():.2f})", flush=True)
         for name in rotated(CANDIDATES, round_number):
-            port = free_port(HOST)
-            with run_server(
-                name,
-                _argv(name, port),
-                host=HOST,
-                port=port,
-                log_path=RESULTS_DIR / "logs" / f"stack_floor-{name}.log",
-                ready_path="/media/x",
-            ) as server:
+            port = free_port()
+            with ServerGroup("stack-floor", ready_path="/media/x") as group:
+                server = group.start(name, _argv(name, port), port)
                 runs[name].append(_wrk(args, port, server.process.pid))
     medians = {
         name: {key: statistics.median(run[key] for run in results) for key in results[0]}
         for name, results in runs.items()
     }
     base = medians["aiohttp"]
-    print(f"\nper-request floor, c={args.concurrency}, median of {args.rounds}")
-    print(f"{'server':<20}{'req/s':>10}{'CPU ms/req':>12}{'req/s vs aiohttp':>18}")
-    for name in CANDIDATES:
-        figure = medians[name]
-        ratio = figure["requests_per_s"] / base["requests_per_s"]
-        print(
-            f"{name:<20}{figure['requests_per_s']:>10.0f}"
-            f"{figure['cpu_ms_per_request']:>12.3f}{ratio:>17.2f}x"
-        )
+    print_table(
+        f"per-request floor, c={args.concurrency}, median of {args.rounds}",
+        [("server", "<20"), ("req/s", ">10"), ("CPU ms/req", ">12"), ("req/s vs aiohttp", ">18")],
+        [
+            [
+                name,
+                f"{medians[name]['requests_per_s']:.0f}",
+                f"{medians[name]['cpu_ms_per_request']:.3f}",
+                ratio_cell(medians[name]["requests_per_s"] / base["requests_per_s"]),
+            ]
+            for name in CANDIDATES
+        ],
+    )
     print(json.dumps({"load_1min_end": load_1min()}))
     settings = {key: str(value) for key, value in vars(args).items()}
     return {"runs": runs, "medians": medians, "body_bytes": BODY_BYTES, "args": settings}

@@ -25,12 +25,19 @@ from pathlib import Path
 
 import trio
 
-from benchmarks._harness import BenchmarkError, Server, free_port, run_server
+from benchmarks._harness import (
+    HOST,
+    BenchmarkError,
+    Server,
+    ServerGroup,
+    free_port,
+    rotated,
+    run_benchmark,
+)
 from trio_range.config import OriginConfig
 from trio_range.server.exchange import Exchange
 from trio_range.stats.store import MemoryStatsStore
 
-HOST = "127.0.0.1"
 FILE_NAME = "bench.bin"
 FILE_BYTES = 64 * 1024 * 1024
 RANGE_BYTES = 4096
@@ -145,28 +152,12 @@ def store_cost_us(exchanges: int = 200_000) -> float:
 
 
 @contextlib.contextmanager
-def origin(stats: str, media_dir: Path, log_dir: Path) -> Iterator[Server]:
-    port = free_port(HOST)
-    argv = [
-        sys.executable,
-        "-m",
-        "benchmarks.stats_overhead",
-        "--serve",
-        stats,
-        "--port",
-        str(port),
-        "--media-dir",
-        str(media_dir),
-    ]
-    with run_server(
-        f"origin (stats {stats})",
-        argv,
-        host=HOST,
-        port=port,
-        log_path=log_dir / f"stats-{stats}.log",
-        ready_path=f"/media/{FILE_NAME}",
-    ) as server:
-        yield server
+def origin(stats: str, media_dir: Path) -> Iterator[Server]:
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.stats_overhead", "--serve", stats]
+    argv += ["--port", str(port), "--media-dir", str(media_dir)]
+    with ServerGroup("stats-overhead", ready_path=f"/media/{FILE_NAME}") as group:
+        yield group.start(f"stats-{stats}", argv, port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,20 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not 1 <= args.rounds <= 50 or not 0.2 <= args.round_s <= 60:
         parser.error("--rounds must be 1..50 and --round-s 0.2..60")
+    return run_benchmark(run, args)
 
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="trio-range-bench-") as tmp:
         media_dir = Path(tmp) / "media"
         media_dir.mkdir()
         (media_dir / FILE_NAME).write_bytes(random.Random(0).randbytes(FILE_BYTES))
         rates: dict[str, list[float]] = {"on": [], "off": []}
-        with origin("on", media_dir, Path(tmp)) as on, origin("off", media_dir, Path(tmp)) as off:
+        with origin("on", media_dir) as on, origin("off", media_dir) as off:
             servers = {"on": on, "off": off}
             for server in servers.values():  # warm-up: first imports and the page cache
                 request_rate(server.port, 0.5, args.connections, seed=0)
             print(f"{'round':>5}  {'stats on req/s':>15}  {'stats off req/s':>15}")
             for round_index in range(args.rounds):
-                order = ["on", "off"] if round_index % 2 == 0 else ["off", "on"]
-                for name in order:
+                for name in rotated(["on", "off"], round_index):
                     rate = request_rate(
                         servers[name].port, args.round_s, args.connections, seed=round_index
                     )
@@ -210,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"per request: {(1 / on_rate - 1 / off_rate) * 1e6:+.1f} µs with stats on")
     print(f"the store alone: {store_cost_us():.2f} µs per exchange (in-process)")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

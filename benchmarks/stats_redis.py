@@ -17,20 +17,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from benchmarks._harness import BenchmarkError, Server, free_port, run_server
+from benchmarks._harness import (
+    HOST,
+    BenchmarkError,
+    Server,
+    ServerGroup,
+    find_wrk,
+    free_port,
+    rotated,
+    run_benchmark,
+)
+from benchmarks._load import wrk_fixed_request
 
-HOST = "127.0.0.1"
 FILE_NAME = "bench.bin"
 FILE_BYTES = 16 * 1024 * 1024
 RANGE = "bytes=4096-8191"
@@ -41,7 +49,7 @@ def redis_server(directory: Path) -> Iterator[str]:
     executable = shutil.which("redis-server")
     if executable is None:
         raise BenchmarkError("redis-server is not installed: run `make system-deps`")
-    port = free_port(HOST)
+    port = free_port()
     process = subprocess.Popen(
         [
             *(executable, "--bind", HOST, "--port", str(port), "--dir", str(directory)),
@@ -69,49 +77,26 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 @contextmanager
 def hypercorn(
-    role: str, port: int, workers: int, env: dict[str, str], log: Path
+    role: str, port: int, workers: int, env: dict[str, str], name: str
 ) -> Iterator[Server]:
-    """``hypercorn -k trio -w N`` serving ``role``, configured by ``env`` (inherited at spawn)."""
+    """``hypercorn -k trio -w N`` serving ``role``, configured by ``env`` (its settings)."""
     argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "-w", str(workers)]
     argv += ["-b", f"{HOST}:{port}", f"trio_range.{role}:create_app()"]
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with run_server(
-            f"{role}-w{workers}", argv, host=HOST, port=port, log_path=log, ready_path="/"
-        ) as server:
-            os.environ.clear()
-            os.environ.update(saved)
-            yield server
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with ServerGroup("stats-redis", ready_path="/") as group:
+        yield group.start(name.replace(" ", "-"), argv, port, env=env)
 
 
-def wrk_rate(port: int, seconds: float, connections: int) -> float:
-    result = subprocess.run(
-        [
-            *("wrk", "-t", "1", "-c", str(connections), "-d", f"{round(seconds)}s"),
-            *("-H", f"Range: {RANGE}", f"http://{HOST}:{port}/"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    )
-    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    if match is None or "Non-2xx" in result.stdout:
-        raise BenchmarkError(f"wrk output not understood:\n{result.stdout}")
-    return float(match.group(1))
-
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-s", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    return run_benchmark(run, parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    wrk = find_wrk()
+    if wrk is None:
         raise BenchmarkError("wrk is not installed (apt-get install wrk)")
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -120,7 +105,6 @@ def main() -> None:
         media.mkdir()
         (media / FILE_NAME).write_bytes(os.urandom(FILE_BYTES))
         url = stack.enter_context(redis_server(root))
-        logs = root / "logs"
         origin_env = {
             "TRIO_RANGE_ORIGIN_MEDIA_DIR": str(media),
             "TRIO_RANGE_ORIGIN_DEFAULT_FILE": FILE_NAME,
@@ -132,13 +116,16 @@ def main() -> None:
         ) -> None:
             rates: dict[str, list[float]] = {name: [] for name in variants}
             for round_index in range(args.rounds):
-                order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-                for name in order:
-                    port = free_port(HOST)
-                    env = variants[name]
-                    log = logs / f"{name}.log"
-                    with hypercorn(role, port, workers[name], env, log):
-                        rate = wrk_rate(port, args.round_s, args.connections)
+                for name in rotated(list(variants), round_index):
+                    port = free_port()
+                    with hypercorn(role, port, workers[name], variants[name], name):
+                        _, rate = wrk_fixed_request(
+                            wrk,
+                            f"http://{HOST}:{port}/",
+                            args.connections,
+                            args.round_s,
+                            headers=[f"Range: {RANGE}"],
+                        )
                     rates[name].append(rate)
                     print(f"round {round_index + 1} {name:>12}: {rate:8.0f} req/s", flush=True)
             medians = {name: statistics.median(values) for name, values in rates.items()}
@@ -161,8 +148,8 @@ def main() -> None:
         )
 
         print("proxy (Redis store) in front of one origin -w 2: -w 1 vs -w 2")
-        origin_port = free_port(HOST)
-        stack.enter_context(hypercorn("origin", origin_port, 2, origin_env, logs / "origin.log"))
+        origin_port = free_port()
+        stack.enter_context(hypercorn("origin", origin_port, 2, origin_env, "origin"))
         proxy_env = {
             "TRIO_RANGE_PROXY_UPSTREAM": f"http://{HOST}:{origin_port}",
             "TRIO_RANGE_PROXY_ACCESS_LOG": "false",
@@ -177,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,32 +16,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import pathlib
 import random
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 
 from benchmarks._harness import (
+    HOST,
+    MEDIA_DIR,
+    NO_ACCESS_LOG,
+    SEED,
+    SMALL_RANGE_BYTES,
     BenchmarkError,
     Server,
+    ServerGroup,
+    checked,
     fetch_socket,
     free_port,
-    run_server,
+    media_file,
+    rotated,
+    run_benchmark,
 )
-from trio_range.media_files import expected_bytes, format_size, parse_size, write_deterministic_file
+from trio_range.media_files import expected_bytes, format_size, parse_size
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-LOG_DIR = ROOT / "benchmarks" / "results" / "logs"
-HOST = "127.0.0.1"
-SEED = 0
 CONCURRENCY = 16
-SMALL_RANGE_BYTES = 4096
-REQUEST_DEADLINE_S = 120.0
 LIBRARIES = ("httpx", "httpx2")
 
 # The proxy's command line, run by ``python -c``. For "httpx" it aliases the module first: the
@@ -67,55 +68,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rate-seconds", type=float, default=5.0, help="duration of each small-request run"
     )
-    args = parser.parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="upstream-client-") as scratch:
-            media_dir = pathlib.Path(scratch)
-            name = f"deterministic-{format_size(args.file_size)}.bin"
-            print(f"writing {format_size(args.file_size)} test file in {media_dir} ...")
-            write_deterministic_file(media_dir / name, args.file_size, seed=SEED)
-            with run_servers(media_dir) as proxies:
-                run(proxies, f"/media/{name}", args)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_benchmark(run, parser.parse_args(argv))
 
 
 @contextlib.contextmanager
-def run_servers(media_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
-    """Our origin on ``media_dir`` and one proxy per library in front of it."""
+def run_servers() -> Iterator[dict[str, Server]]:
+    """Our origin on MEDIA_DIR and one proxy per library in front of it."""
     origin_port = free_port()
     cli = [sys.executable, "-m", "trio_range.cli"]
-    quiet = ["--host", HOST, "--access-log", "false"]
-    origin_argv = [*cli, "origin", *quiet, "--port", str(origin_port)]
-    origin_argv += ["--media-dir", str(media_dir)]
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(
-            run_server(
-                "origin",
-                origin_argv,
-                host=HOST,
-                port=origin_port,
-                log_path=LOG_DIR / "upstream-client-origin.log",
-                ready_path="/healthz",
-            )
-        )
+    listen = ["--host", HOST, *NO_ACCESS_LOG]
+    origin_argv = [*cli, "origin", *listen, "--port", str(origin_port)]
+    origin_argv += ["--media-dir", str(MEDIA_DIR)]
+    with ServerGroup("upstream-client", ready_path="/healthz") as group:
+        group.start("origin", origin_argv, origin_port)
         proxies = {}
         for library in LIBRARIES:
             port = free_port()
-            argv = [sys.executable, "-c", LAUNCHER, library, "proxy", *quiet, "--port", str(port)]
+            argv = [sys.executable, "-c", LAUNCHER, library, "proxy", *listen, "--port", str(port)]
             argv += ["--upstream", f"http://{HOST}:{origin_port}"]
-            proxies[library] = stack.enter_context(
-                run_server(
-                    f"proxy-{library}",
-                    argv,
-                    host=HOST,
-                    port=port,
-                    log_path=LOG_DIR / f"upstream-client-proxy-{library}.log",
-                    ready_path="/healthz",
-                )
-            )
+            proxies[library] = group.start(f"proxy-{library}", argv, port)
             first_line = proxies[library].log_path.read_text().partition("\n")[0]
             if f"upstream client: {library} " not in first_line:
                 raise BenchmarkError(f"proxy-{library} runs the wrong client: {first_line!r}")
@@ -123,16 +94,21 @@ def run_servers(media_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
         yield proxies
 
 
-def run(proxies: dict[str, Server], path: str, args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     size = args.file_size
+    path = f"/media/{media_file(size).name}"
+    with run_servers() as proxies:
+        measure(proxies, path, size, args)
+
+
+def measure(proxies: dict[str, Server], path: str, size: int, args: argparse.Namespace) -> None:
     throughput: dict[str, list[float]] = {library: [] for library in LIBRARIES}
     rate: dict[str, list[float]] = {library: [] for library in LIBRARIES}
     for library in LIBRARIES:  # warm-up: page cache, imports, first connections
         relay_whole_file(proxies[library], path, size)
         small_range_rate(proxies[library], path, size, 1.0)
     for round_index in range(args.rounds):
-        order = LIBRARIES if round_index % 2 == 0 else LIBRARIES[::-1]
-        for library in order:
+        for library in rotated(LIBRARIES, round_index):
             mb_per_s = relay_whole_file(proxies[library], path, size)
             per_s = small_range_rate(proxies[library], path, size, args.rate_seconds)
             throughput[library].append(mb_per_s)
@@ -155,15 +131,7 @@ def run(proxies: dict[str, Server], path: str, args: argparse.Namespace) -> None
 
 def relay_whole_file(proxy: Server, path: str, size: int) -> float:
     """MB/s of one whole-file GET through ``proxy``, its first and last bytes checked."""
-    fetch = fetch_socket(proxy.host, proxy.port, path, {}, REQUEST_DEADLINE_S)
-    if fetch.status != 200 or fetch.body_bytes != size:
-        raise BenchmarkError(f"{proxy.name}: status {fetch.status}, {fetch.body_bytes} bytes")
-    tail = len(fetch.last)
-    if fetch.first != expected_bytes(size, 0, len(fetch.first), seed=SEED) or (
-        fetch.last != expected_bytes(size, size - tail, tail, seed=SEED)
-    ):
-        raise BenchmarkError(f"{proxy.name}: relayed bytes differ from the file")
-    return fetch.mb_per_s
+    return checked(fetch_socket, proxy, path, {}, size, 0, size).mb_per_s
 
 
 def small_range_rate(proxy: Server, path: str, size: int, seconds: float) -> float:
