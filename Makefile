@@ -46,9 +46,9 @@ bench-throughput: $(STAMP) system-deps
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py
 
-# 60 s of 200 clients through the proxy, then the loss and leak checks (benchmarks/soak.py).
+# 60 s of 200 clients through the proxy, then the loss and leak checks (tests/support/soak.py).
 soak: $(STAMP)
-	$(BIN)/python -m benchmarks.soak --duration 60 --clients 200
+	$(BIN)/python -m tests.support.soak --duration 60 --clients 200
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,10 +1,11 @@
-"""The soak of benchmarks/soak.py, short: a few seconds, 20 clients, the same leak checks."""
+"""The soak of tests/support/soak.py (`make soak`), short: a few seconds, 20 clients, the same
+leak checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.soak import SoakConfig, print_report, soak
+from tests.support.soak import SoakConfig, print_report, soak
 
 
 async def test_short_soak_loses_no_byte_and_leaks_nothing(tmp_path: Path) -> None:

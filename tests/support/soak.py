@@ -1,8 +1,11 @@
 """Soak: many clients through the proxy for a while, then count what was lost or leaked.
 
 ```sh
-.venv/bin/python -m benchmarks.soak --duration 60 --clients 200     # make soak
+.venv/bin/python -m tests.support.soak --duration 60 --clients 200     # make soak
 ```
+
+A check, not a benchmark: it passes or fails, and its figures are there to explain why. So it
+lives with the tests; ``tests/test_soak.py`` runs it for a few seconds in ``make test``.
 
 The origin and the proxy run in this process (one ``trio.run``, as ``trio-range demo`` runs
 them), in front of a deterministic file (``media_files``), so that every delivered byte can be
@@ -17,7 +20,7 @@ settle, then the same figures are taken again. The run fails (exit status 1) whe
 - a client saw anything but the intended aborts: a wrong status, a wrong or short body, a
   reset it did not cause, a request slower than its deadline;
 - a delivered byte differs from the file (multipart bodies go through the strict reader of
-  ``tests/multipart_reader.py``);
+  ``tests/support/multipart_reader.py``);
 - sockets (client, proxy and origin sides, from ``/proc/self/net/tcp*`` and our fd table),
   open media files or trio tasks stay above the baseline;
 - RSS ends more than ``--rss-tolerance-mib`` above the baseline;
@@ -43,9 +46,9 @@ from typing import Any
 
 import httpx
 import trio
+
 from tests.support.multipart_reader import parse_byteranges, parse_content_range
 from tests.support.servers import origin_config, proxy_config, start_app
-
 from trio_range.http.ranges import decide_ranges
 from trio_range.media_files import expected_bytes, format_size, parse_size, write_deterministic_file
 from trio_range.origin.app import create_app as create_origin
@@ -494,48 +497,36 @@ async def settle(
     """
     try:
         with trio.fail_after(SETTLE_TIMEOUT_S):
-            return await _settle(client, proxy, origin, measure, config, tally)
+            while True:
+                # The census first: the stats requests' own connections are still closing after.
+                gc.collect()
+                now = measure()
+                proxy_stats = await stats_of(client, proxy)
+                origin_stats = await stats_of(client, origin)
+                if (
+                    proxy_stats["streams"]["active"] == 0
+                    and origin_stats["streams"]["active"] == 0
+                    and now.client_sockets == 0
+                    and now.proxy_accepted == 0
+                    and now.proxy_to_origin <= 1
+                    and now.origin_accepted == 0
+                    and now.media_files == 0
+                ):
+                    return now
+                tally.requests += 1
+                tally.completed += 1
+                tally.single += 1
+                response = await client.get(
+                    proxy + f"/media/{FILE_NAME}", headers={"Range": "bytes=0-0"}
+                )
+                tally.statuses[response.status_code] += 1
+                tally.bytes_received += len(response.content)
+                tally.bytes_verified += len(response.content)
+                # Long enough for the origin to close idle pool connections, and for the probe's
+                # own connection to be closed at both ends before the next census.
+                await trio.sleep(config.origin_keep_alive_s + 0.2)
     except trio.TooSlowError:
         raise trio.TooSlowError(f"not settled after {SETTLE_TIMEOUT_S} s: {measure()}") from None
-
-
-async def _settle(
-    client: httpx.AsyncClient,
-    proxy: str,
-    origin: str,
-    measure: Callable[[], Census],
-    config: SoakConfig,
-    tally: ClientTally,
-) -> Census:
-    if True:
-        while True:
-            # The census first: the stats requests' own connections are still closing after.
-            gc.collect()
-            now = measure()
-            proxy_stats = await stats_of(client, proxy)
-            origin_stats = await stats_of(client, origin)
-            if (
-                proxy_stats["streams"]["active"] == 0
-                and origin_stats["streams"]["active"] == 0
-                and now.client_sockets == 0
-                and now.proxy_accepted == 0
-                and now.proxy_to_origin <= 1
-                and now.origin_accepted == 0
-                and now.media_files == 0
-            ):
-                return now
-            tally.requests += 1
-            tally.completed += 1
-            tally.single += 1
-            response = await client.get(
-                proxy + f"/media/{FILE_NAME}", headers={"Range": "bytes=0-0"}
-            )
-            tally.statuses[response.status_code] += 1
-            tally.bytes_received += len(response.content)
-            tally.bytes_verified += len(response.content)
-            # Long enough for the origin to close idle pool connections, and for the probe's
-            # own connection to be closed at both ends before the next census.
-            await trio.sleep(config.origin_keep_alive_s + 0.2)
 
 
 async def soak(config: SoakConfig, directory: pathlib.Path) -> SoakReport:
