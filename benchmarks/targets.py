@@ -232,6 +232,8 @@ class Target:
     at_least_ratio: float | None = None
     at_most_ratio: float | None = None
     at_most: float | None = None
+    # What the table says for a row with no target.
+    report: str = "report"
 
     def describe(self, unit: str) -> str:
         if self.at_least_ratio is not None:
@@ -240,7 +242,7 @@ class Target:
             return f"<= {self.at_most_ratio}x"
         if self.at_most is not None:
             return f"<= {self.at_most:g} {unit}"
-        return "report (ceiling < 2x)"
+        return self.report
 
     def met(self, value: float | None, ratio: float | None) -> bool | None:
         """None when there is nothing to judge: no target, or a ratio target with no ratio."""
@@ -251,9 +253,6 @@ class Target:
         if self.at_most is not None:
             return None if value is None else value <= self.at_most
         return None
-
-
-REPORT_ONLY = Target()
 
 
 def make_row(
@@ -679,7 +678,9 @@ def measure_workers(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
         }
     one, two = medians["1 worker"], medians["2 workers"]
     print_cpu_split(medians, args)
-    # A second worker must not cost more CPU for the same work.
+    # Two workers on two cores shared with the origin and the load cannot reach 2x; a second
+    # worker must not cost more CPU for the same work.
+    report = Target(report="report (ceiling < 2x)")
     per_worker = Target(at_most_ratio=1.0)
     rows = [
         make_row(
@@ -696,13 +697,13 @@ def measure_workers(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
                 f"2 workers, c={args.worker_clients} 4 KiB ranges",
                 "requests_per_s",
                 "req/s",
-                REPORT_ONLY,
+                report,
             ),
             (
                 f"2 workers, {args.worker_streams} concurrent streams",
                 "streams_mb_s",
                 "MB/s",
-                REPORT_ONLY,
+                report,
             ),
             ("2 workers, proxy CPU per request", "proxy_cpu_ms_per_request", "ms", per_worker),
             ("2 workers, proxy CPU per GB", "proxy_cpu_s_per_gb", "s", per_worker),
