@@ -44,7 +44,7 @@ bench-throughput: $(STAMP) system-deps
 
 # The fuzz tests with a large example budget (make test runs them with a small one).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/http/test_fuzz.py
 
 # 60 s of 200 clients through the proxy, then the loss and leak checks (tests/support/soak.py).
 soak: $(STAMP)
