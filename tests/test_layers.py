@@ -1,9 +1,10 @@
-"""The package's layers: imports point down only, private internals stay in the hooks modules.
+"""The repository's layers: imports point down only, private internals stay in the hooks modules.
 
 Layers, bottom up (docs/design.md draws them): shared values (errors, config, assets, the
 media-file generator); ``http`` (pure protocol); ``stats``; ``server`` (Hypercorn and
 Quart-Trio); the apps ``origin`` and ``proxy``; ``cli`` and ``demo``. A module imports from its
-own layer or below, never above, and the two apps never import each other.
+own layer or below, never above, and the two apps never import each other. Outside the
+package, tests and benchmarks never import each other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "trio_range"
+REPOSITORY = Path(__file__).resolve().parents[1]
+PACKAGE = REPOSITORY / "src" / "trio_range"
 
 LAYERS = {
     "errors": 0,
@@ -143,3 +145,25 @@ def test_servers_load_no_redis_code_without_a_redis_backend() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_benchmarks_and_tests_do_not_import_each_other() -> None:
+    # Tests check and benchmarks measure: a change to a test helper must not move a figure,
+    # and `make test` must not depend on code that only `make bench` runs. What both need
+    # comes from src/ (or is written twice, small).
+    crossings = []
+    for tree, forbidden in (("tests", "benchmarks"), ("benchmarks", "tests")):
+        for path in sorted((REPOSITORY / tree).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                crossings += [
+                    f"{path.relative_to(REPOSITORY)}:{node.lineno} imports {module}"
+                    for module in modules
+                    if module.partition(".")[0] == forbidden
+                ]
+    assert crossings == []
