@@ -3,7 +3,9 @@
 Every field is settable three ways, later winning: its default, an environment variable
 (``TRIO_RANGE_<ROLE>_<FIELD>``, e.g. ``TRIO_RANGE_ORIGIN_MEDIA_DIR``) and a command-line flag
 (``--media-dir``). A misspelled key is an error, never silently ignored: an unknown
-``TRIO_RANGE_<ROLE>_*`` variable or flag fails with one clear line.
+``TRIO_RANGE_<ROLE>_*`` variable or flag fails with one clear line. A config is checked when it
+is built, however it is built (the constructor, ``dataclasses.replace``, :func:`load`): an
+instance is always a valid one.
 """
 
 from __future__ import annotations
@@ -67,8 +69,16 @@ class ServerConfig:
 
     ROLE = ""
 
+    def __post_init__(self) -> None:
+        # Subclasses extend validate() (calling their base's first), not this: each check runs
+        # once, whichever class is built.
+        self.validate()
+
     def validate(self) -> None:
-        """Reject values that cannot work, with a message naming the field."""
+        """Reject values that cannot work, with a message naming the field.
+
+        Runs when the config is built; callable again, but an instance is always valid.
+        """
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         for name in ("max_connections", "max_streams", "backlog"):
@@ -218,6 +228,4 @@ def load(
             raise ConfigError(f"unknown setting {name}")
         if value is not None:
             values[name] = value
-    config = cls(**values)
-    config.validate()
-    return config
+    return cls(**values)

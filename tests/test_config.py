@@ -1,0 +1,102 @@
+"""Configuration: checked when built, however built; loaded from environment and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+
+from trio_range.config import OriginConfig, ProxyConfig, ServerConfig, load
+from trio_range.errors import ConfigError
+
+# (class, field, a value that cannot work)
+BAD_VALUES: list[tuple[type[ServerConfig], str, Any]] = [
+    (ServerConfig, "port", -1),
+    (OriginConfig, "port", 65536),
+    (ProxyConfig, "port", -1),
+    (ServerConfig, "max_connections", 0),
+    (ServerConfig, "max_streams", 0),
+    (ServerConfig, "backlog", 0),
+    (ServerConfig, "max_header_bytes", 1023),
+    (ServerConfig, "max_header_bytes", 1024 * 1024 + 1),
+    (ServerConfig, "send_stall_timeout_s", 0.5),
+    (ServerConfig, "keep_alive_timeout_s", -1.0),
+    (ServerConfig, "shutdown_grace_s", math.inf),
+    (ServerConfig, "shutdown_grace_s", math.nan),
+    (ServerConfig, "stats_path", "stats"),
+    (ServerConfig, "metrics_path", "/healthz"),
+    (ServerConfig, "stats_token", "has space"),
+    (ServerConfig, "stats_backend", "memcached://x"),
+    (ServerConfig, "stats_key_prefix", ""),
+    (ServerConfig, "stats_push_interval_s", 0.0),
+    (OriginConfig, "max_ranges", 0),
+    (ProxyConfig, "upstream", "ftp://x"),
+    (ProxyConfig, "pool_size", 0),
+    (ProxyConfig, "via_name", ""),
+    (ProxyConfig, "via_name", "a,b"),
+    (ProxyConfig, "connect_timeout_s", -1.0),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "value"), BAD_VALUES)
+def test_building_with_a_bad_value_raises_config_error_naming_the_field(
+    cls: type[ServerConfig], name: str, value: Any
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        cls(**{name: value})
+
+
+@pytest.mark.parametrize(("cls", "name", "value"), BAD_VALUES)
+def test_replacing_with_a_bad_value_raises_config_error_naming_the_field(
+    cls: type[ServerConfig], name: str, value: Any
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        dataclasses.replace(cls(), **{name: value})
+
+
+@pytest.mark.parametrize(("cls", "name", "value"), BAD_VALUES)
+def test_loading_a_bad_value_from_the_environment_raises_config_error(
+    cls: type[ServerConfig], name: str, value: Any
+) -> None:
+    if cls is ServerConfig:
+        cls = OriginConfig
+    with pytest.raises(ConfigError, match=name):
+        load(cls, {f"TRIO_RANGE_{cls.ROLE}_{name.upper()}": str(value)})
+
+
+def test_subclass_checks_run_once_with_their_base_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    base_validate = ServerConfig.validate
+    proxy_validate = ProxyConfig.validate
+
+    def counted_base(self: ServerConfig) -> None:
+        calls.append("base")
+        base_validate(self)
+
+    def counted_proxy(self: ProxyConfig) -> None:
+        calls.append("proxy")
+        proxy_validate(self)
+
+    monkeypatch.setattr(ServerConfig, "validate", counted_base)
+    monkeypatch.setattr(ProxyConfig, "validate", counted_proxy)
+    config = ProxyConfig()
+    assert calls == ["proxy", "base"]
+    calls.clear()
+    dataclasses.replace(config, port=0)
+    assert calls == ["proxy", "base"]
+
+
+def test_defaults_are_valid_and_validate_stays_callable() -> None:
+    for cls in (ServerConfig, OriginConfig, ProxyConfig):
+        cls().validate()
+
+
+def test_a_config_can_be_replaced_by_several_fields_at_once() -> None:
+    # Changes that depend on each other go in one replace: alone, a metrics_path under the
+    # default stats_path is refused.
+    config = dataclasses.replace(ServerConfig(), stats_path="/s", metrics_path="/stats/m")
+    assert (config.stats_path, config.metrics_path) == ("/s", "/stats/m")
