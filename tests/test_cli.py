@@ -112,7 +112,26 @@ async def test_hypercorn_launches_the_apps_from_environment(
             await stop_gracefully(process, signal.SIGTERM)
 
 
-def test_readme_configuration_table_lists_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [row for row in settings_table().splitlines() if row not in readme]
-    assert not missing, "README.md lacks rows of `trio-range settings`:\n" + "\n".join(missing)
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| server | flag | environment variable | default | meaning |")
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert readme[start:end] == settings_table().splitlines(), (
+        "README.md's configuration table is not the output of `trio-range settings`"
+    )
+
+
+async def test_the_proxys_deprecated_chunk_size_flag_and_variable_still_start_it_with_a_warning(
+    nursery: trio.Nursery,
+) -> None:
+    output = bytearray()
+    process, _ = await start_process(
+        nursery,
+        [*TRIO_RANGE, "proxy", "--port", "0", "--chunk-size-bytes", "65536"],
+        {"TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES": "65536"},
+        output=output,
+    )
+    assert await stop_gracefully(process, signal.SIGTERM) == 0
+    log = output.decode()
+    for source in ("--chunk-size-bytes", "TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES"):
+        assert f"{source} has no effect on the proxy" in log, log

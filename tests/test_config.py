@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -32,6 +33,8 @@ BAD_VALUES: list[tuple[type[ServerConfig], str, Any]] = [
     (ServerConfig, "stats_key_prefix", ""),
     (ServerConfig, "stats_push_interval_s", 0.0),
     (OriginConfig, "max_ranges", 0),
+    (OriginConfig, "chunk_size_bytes", 1023),
+    (OriginConfig, "chunk_size_bytes", 64 * 1024 * 1024 + 1),
     (ProxyConfig, "upstream", "ftp://x"),
     (ProxyConfig, "pool_size", 0),
     (ProxyConfig, "via_name", ""),
@@ -100,3 +103,33 @@ def test_a_config_can_be_replaced_by_several_fields_at_once() -> None:
     # default stats_path is refused.
     config = dataclasses.replace(ServerConfig(), stats_path="/s", metrics_path="/stats/m")
     assert (config.stats_path, config.metrics_path) == ("/s", "/stats/m")
+
+
+def test_chunk_size_is_the_origins_setting_only() -> None:
+    assert OriginConfig(chunk_size_bytes=64 * 1024).chunk_size_bytes == 64 * 1024
+    assert "chunk_size_bytes" not in {f.name for f in dataclasses.fields(ProxyConfig)}
+    assert "chunk_size_bytes" not in {f.name for f in dataclasses.fields(ServerConfig)}
+
+
+def test_the_proxys_deprecated_chunk_size_variable_is_accepted_ignored_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {"TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES": "65536", "TRIO_RANGE_PROXY_PORT": "0"}
+    with pytest.warns(DeprecationWarning, match="no effect on the proxy.*will be removed"):
+        config = load(ProxyConfig, environ)
+    assert config == ProxyConfig(port=0)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES has no effect on the proxy" in record.getMessage()
+
+
+def test_the_proxys_deprecated_chunk_size_override_is_accepted_ignored_and_warned_about() -> None:
+    with pytest.warns(DeprecationWarning, match="chunk_size_bytes has no effect on the proxy"):
+        config = load(ProxyConfig, {}, {"chunk_size_bytes": 65536})
+    assert config == ProxyConfig()
+    # An override left unset (a flag not given) is no use of the setting.
+    assert load(ProxyConfig, {}, {"chunk_size_bytes": None}) == ProxyConfig()
+
+
+def test_the_origins_chunk_size_variable_is_not_deprecated() -> None:
+    config = load(OriginConfig, {"TRIO_RANGE_ORIGIN_CHUNK_SIZE_BYTES": "65536"})
+    assert config.chunk_size_bytes == 65536

@@ -26,6 +26,7 @@ from trio_range.config import (
     env_name,
     flag_name,
     load,
+    warn_deprecated,
 )
 from trio_range.errors import ConfigError, TrioRangeError
 from trio_range.server.app import RangeApp
@@ -53,6 +54,14 @@ def _add_config_flags(
             help=f"{field.metadata.get('help', '')} "
             f"(default: {field.default}; env {env_name(cls, field.name)})",
         )
+    for name, why in cls.DEPRECATED.items():
+        parser.add_argument(
+            flag_name(prefix + name),
+            dest=prefix + name,
+            metavar=name.upper(),
+            default=None,
+            help=f"deprecated: {why}; ignored (env {env_name(cls, name)})",
+        )
 
 
 def _converter(field: dataclasses.Field[Any]) -> Any:
@@ -69,6 +78,9 @@ def _converter(field: dataclasses.Field[Any]) -> Any:
 def _overrides(
     args: argparse.Namespace, cls: type[ServerConfig], prefix: str = ""
 ) -> dict[str, Any]:
+    for name in cls.DEPRECATED:
+        if getattr(args, prefix + name) is not None:
+            warn_deprecated(cls, name, flag_name(prefix + name))
     return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)}
 
 
@@ -104,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_table() -> str:
-    """Every setting of both servers as Markdown rows (the README's configuration table)."""
+    """Every setting of both servers as Markdown rows (the README's configuration table).
+
+    Deprecated settings, still accepted but ignored, come last in their server's rows.
+    """
     rows = [
         "| server | flag | environment variable | default | meaning |",
         "|---|---|---|---|---|",
@@ -115,6 +130,11 @@ def settings_table() -> str:
             rows.append(
                 f"| {role} | `{flag_name(field.name)}` | `{env_name(cls, field.name)}` "
                 f"| `{default}` | {field.metadata.get('help', '')} |"
+            )
+        for name, why in cls.DEPRECATED.items():
+            rows.append(
+                f"| {role} | `{flag_name(name)}` | `{env_name(cls, name)}` "
+                f"| (ignored) | deprecated: {why}; will be removed |"
             )
     return "\n".join(rows)
 

@@ -11,13 +11,18 @@ instance is always a valid one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from trio_range.errors import ConfigError
+
+log = logging.getLogger("trio_range")
 
 ENV_PREFIX = "TRIO_RANGE_"
 
@@ -25,6 +30,7 @@ _SAFE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _RESERVED_PATHS = frozenset({"/healthz"})
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_NOTHING_DEPRECATED: Mapping[str, str] = MappingProxyType({})
 
 
 def _field(default: Any, help: str) -> Any:
@@ -38,7 +44,6 @@ class ServerConfig:
     host: str = _field("127.0.0.1", "address to listen on")
     port: int = _field(0, "TCP port to listen on")
     keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
-    chunk_size_bytes: int = _field(512 * 1024, "origin: file bytes read per step (sendfile: 2 MiB)")
     access_log: bool = _field(True, "write one structured log line per request")
     max_connections: int = _field(1000, "open client connections at most (503 past it)")
     max_streams: int = _field(256, "requests in flight at most (503 with Retry-After past it)")
@@ -68,6 +73,10 @@ class ServerConfig:
     )
 
     ROLE = ""
+    # Settings no longer used but still accepted (flag and environment variable) for one
+    # release: name -> why they are ignored. load() warns and drops them. Not annotated, as
+    # ROLE is not: a ClassVar would still be listed in __dataclass_fields__.
+    DEPRECATED = _NOTHING_DEPRECATED
 
     def __post_init__(self) -> None:
         # Subclasses extend validate() (calling their base's first), not this: each check runs
@@ -88,10 +97,6 @@ class ServerConfig:
             raise ConfigError(f"max_header_bytes must be 1 KiB..1 MiB, got {self.max_header_bytes}")
         if self.send_stall_timeout_s < 1:
             raise ConfigError(f"send_stall_timeout_s must be >= 1, got {self.send_stall_timeout_s}")
-        if self.chunk_size_bytes < 1024 or self.chunk_size_bytes > 64 * 1024 * 1024:
-            raise ConfigError(
-                f"chunk_size_bytes must be 1 KiB..64 MiB, got {self.chunk_size_bytes}"
-            )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if (
@@ -133,12 +138,17 @@ class OriginConfig(ServerConfig):
     port: int = _field(9090, "TCP port to listen on")
     media_dir: Path = _field(Path("media"), "folder whose files are served")
     default_file: str = _field("sample.mp4", "file served at / (relative to media_dir)")
+    chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
     max_ranges: int = _field(100, "more ranges than this in one request: Range ignored, 200")
 
     ROLE = "ORIGIN"
 
     def validate(self) -> None:
         ServerConfig.validate(self)
+        if not 1024 <= self.chunk_size_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(
+                f"chunk_size_bytes must be 1 KiB..64 MiB, got {self.chunk_size_bytes}"
+            )
         if self.max_ranges < 1:
             raise ConfigError(f"max_ranges must be >= 1, got {self.max_ranges}")
 
@@ -157,6 +167,10 @@ class ProxyConfig(ServerConfig):
     pool_timeout_s: float = _field(10.0, "wait for a free upstream connection (503 past it)")
 
     ROLE = "PROXY"
+    # Up to 0.1.0 the proxy had the origin's setting too.
+    DEPRECATED = MappingProxyType(
+        {"chunk_size_bytes": "has no effect on the proxy (it relays upstream reads as they come)"}
+    )
 
     def validate(self) -> None:
         ServerConfig.validate(self)
@@ -203,6 +217,18 @@ def convert(field: dataclasses.Field[Any], text: str) -> Any:
     return text
 
 
+def warn_deprecated(cls: type[ServerConfig], name: str, source: str) -> None:
+    """Warn that ``source`` (a variable, a flag) sets ``name``, a deprecated setting of ``cls``.
+
+    A log line for whoever runs the server, and a DeprecationWarning for code and test suites.
+    """
+    message = f"{source} {cls.DEPRECATED[name]}; it is ignored and will be removed"
+    log.warning("deprecated setting: %s", message)
+    # Attributed to this module, not the caller: Python shows DeprecationWarning when its
+    # caller is __main__ (``python -m trio_range.cli``), and the log line has said it already.
+    warnings.warn(message, DeprecationWarning, stacklevel=1)
+
+
 def load(
     cls: type[ConfigT],
     environ: Mapping[str, str],
@@ -211,7 +237,8 @@ def load(
     """Build ``cls`` from defaults, then ``environ``, then ``overrides`` (already typed).
 
     Raises ConfigError for an unknown ``TRIO_RANGE_<ROLE>_*`` variable, an unknown override or
-    a value that does not convert or validate.
+    a value that does not convert or validate. A deprecated setting (``cls.DEPRECATED``) is
+    accepted, warned about and ignored.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -220,10 +247,17 @@ def load(
         if not key.startswith(prefix):
             continue
         name = key[len(prefix) :].lower()
+        if name in cls.DEPRECATED:
+            warn_deprecated(cls, name, key)
+            continue
         if name not in fields:
             raise ConfigError(f"unknown setting {key} (known: {', '.join(sorted(fields))})")
         values[name] = convert(fields[name], text)
     for name, value in (overrides or {}).items():
+        if name in cls.DEPRECATED:
+            if value is not None:
+                warn_deprecated(cls, name, f"setting {name}")
+            continue
         if name not in fields:
             raise ConfigError(f"unknown setting {name}")
         if value is not None:
