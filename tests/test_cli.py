@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from tests.support.processes import ROOT, TRIO_RANGE, start_process, stop_gracefully
-from trio_range.cli import settings_table
+from trio_range.cli import build_parser, settings_table
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,6 +33,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["origin", "--prot", "1"], {}, "unrecognized arguments: --prot"),
         (["origin", "--port", "eighty"], {}, "not a valid int"),
         (["origin", "--port", "70000"], {}, "port must be 0..65535"),
+        (["origin", "--access-log", "maybe"], {}, "not a valid bool"),
         (["origin"], {"TRIO_RANGE_ORIGIN_PROT": "1"}, "unknown setting TRIO_RANGE_ORIGIN_PROT"),
         (["proxy", "--upstream", "ftp://x"], {}, "upstream must be an http"),
         (["origin", "--media-dir", "/nonexistent/media"], {}, "is not a directory"),
@@ -47,6 +48,33 @@ async def test_bad_options_fail_with_one_line_not_a_traceback(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "access_log"),
+    [
+        ([], None),  # not given: the environment or the default decides
+        (["--access-log"], True),
+        (["--no-access-log"], False),
+        # The value form, as accepted before --no-access-log existed.
+        (["--access-log", "false"], False),
+        (["--access-log", "true"], True),
+        (["--access-log=off"], False),
+        (["--access-log", "0", "--port", "1"], False),
+        (["--access-log", "yes"], True),
+        (["--no-access-log", "--access-log"], True),  # the last one wins
+    ],
+)
+@pytest.mark.parametrize("command", ["origin", "proxy"])
+def test_boolean_flags_take_the_no_form_and_the_value_form(
+    command: str, args: list[str], access_log: bool | None
+) -> None:
+    assert build_parser().parse_args([command, *args]).access_log is access_log
+
+
+def test_demo_boolean_flags_are_negated_with_their_prefix() -> None:
+    args = build_parser().parse_args(["demo", "--no-origin-access-log", "--proxy-access-log"])
+    assert (args.origin_access_log, args.proxy_access_log) == (False, True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

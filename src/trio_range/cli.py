@@ -26,6 +26,7 @@ from trio_range.config import (
     env_name,
     flag_name,
     load,
+    type_name,
     warn_deprecated,
 )
 from trio_range.errors import ConfigError, TrioRangeError
@@ -45,15 +46,30 @@ def _add_config_flags(
     parser: argparse.ArgumentParser, cls: type[ServerConfig], *, prefix: str = ""
 ) -> None:
     for field in dataclasses.fields(cls):
+        flag = flag_name(prefix + field.name)
+        is_bool = type_name(field) == "bool"
         parser.add_argument(
-            flag_name(prefix + field.name),
+            flag,
             dest=prefix + field.name,
             metavar=field.name.upper(),
+            # A bool flag alone means true; a value (--access-log false) still works, as it
+            # did before --no-access-log existed.
+            nargs="?" if is_bool else None,
+            const=True if is_bool else None,
             type=_converter(field),
             default=None,
             help=f"{field.metadata.get('help', '')} "
             f"(default: {field.default}; env {env_name(cls, field.name)})",
         )
+        if is_bool:
+            parser.add_argument(
+                flag_name("no_" + prefix + field.name),
+                dest=prefix + field.name,
+                action="store_const",
+                const=False,
+                default=None,
+                help=f"same as {flag} false",
+            )
     for name, why in cls.DEPRECATED.items():
         parser.add_argument(
             flag_name(prefix + name),
@@ -127,8 +143,11 @@ def settings_table() -> str:
     for cls, role in ((OriginConfig, "origin"), (ProxyConfig, "proxy")):
         for field in dataclasses.fields(cls):
             default = field.default if field.default != "" else "(empty)"
+            flags = f"`{flag_name(field.name)}`"
+            if type_name(field) == "bool":
+                flags += f" / `{flag_name('no_' + field.name)}`"
             rows.append(
-                f"| {role} | `{flag_name(field.name)}` | `{env_name(cls, field.name)}` "
+                f"| {role} | {flags} | `{env_name(cls, field.name)}` "
                 f"| `{default}` | {field.metadata.get('help', '')} |"
             )
         for name, why in cls.DEPRECATED.items():

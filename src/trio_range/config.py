@@ -195,9 +195,14 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def type_name(field: dataclasses.Field[Any]) -> str:
+    """The name of ``field``'s type: ``"int"``, ``"bool"``, ``"Path"``..."""
+    return field.type if isinstance(field.type, str) else field.type.__name__
+
+
 def convert(field: dataclasses.Field[Any], text: str) -> Any:
     """Turn the text of an environment variable or flag into the field's type."""
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    kind = type_name(field)
     try:
         if kind == "int":
             return int(text)
