@@ -14,6 +14,7 @@ import trio
 
 from tests.support.processes import ROOT, TRIO_RANGE, start_process, stop_gracefully
 from trio_range.cli import build_parser, settings_table
+from trio_range.config import OriginConfig, ProxyConfig, serving_loop_settings
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -138,6 +139,47 @@ async def test_hypercorn_launches_the_apps_from_environment(
     finally:
         for process in processes:
             await stop_gracefully(process, signal.SIGTERM)
+
+
+async def test_plain_hypercorn_logs_one_line_naming_the_settings_it_ignores(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    output = bytearray()
+    env = {"TRIO_RANGE_ORIGIN_MEDIA_DIR": str(tmp_path), "TRIO_RANGE_ORIGIN_BACKLOG": "5"}
+    process, _ = await start_process(
+        nursery, hypercorn("trio_range.origin:create_app()"), env, output=output
+    )
+    await stop_gracefully(process, signal.SIGTERM)
+    lines = [line for line in output.decode().splitlines() if "plain Hypercorn" in line]
+    assert len(lines) == 1, output.decode()
+    for name, flag in serving_loop_settings(OriginConfig).items():
+        assert name in lines[0]
+        assert flag in lines[0]
+    assert lines[0].endswith("set but ignored: backlog=5")
+
+
+async def test_trio_range_origin_does_not_log_the_plain_hypercorn_line(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    output = bytearray()
+    process, _ = await start_process(
+        nursery,
+        [*TRIO_RANGE, "origin", "--port", "0", "--media-dir", str(tmp_path), "--backlog", "5"],
+        output=output,
+    )
+    assert await stop_gracefully(process, signal.SIGTERM) == 0
+    assert b"Running on" in output  # after the app's start-up hooks have run
+    assert b"plain Hypercorn" not in output
+
+
+def test_readme_names_the_settings_plain_hypercorn_ignores_and_their_hypercorn_flags() -> None:
+    readme = (ROOT / "README.md").read_text()
+    configuration = readme[readme.index("## Configuration") :]
+    configuration = configuration[: configuration.index("\n## ")]
+    for cls in (OriginConfig, ProxyConfig):
+        for name, flag in serving_loop_settings(cls).items():
+            assert f"`{name}`" in configuration
+            assert not flag or f"`{flag}`" in configuration
 
 
 def test_readme_configuration_table_is_the_generated_one() -> None:

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from trio_range.config import OriginConfig, ProxyConfig, ServerConfig, load
+from trio_range.config import (
+    OriginConfig,
+    ProxyConfig,
+    ServerConfig,
+    load,
+    plain_hypercorn_note,
+    serving_loop_settings,
+)
 from trio_range.errors import ConfigError
 
 # (class, field, a value that cannot work)
@@ -133,3 +140,37 @@ def test_the_proxys_deprecated_chunk_size_override_is_accepted_ignored_and_warne
 def test_the_origins_chunk_size_variable_is_not_deprecated() -> None:
     config = load(OriginConfig, {"TRIO_RANGE_ORIGIN_CHUNK_SIZE_BYTES": "65536"})
     assert config.chunk_size_bytes == 65536
+
+
+SERVING_LOOP_SETTINGS = {
+    # Read only by server/serving.py's serve_app and hypercorn_config: Hypercorn's own loop
+    # listens, queues, times out and shuts down by its own settings.
+    "host": "--bind",
+    "port": "--bind",
+    "keep_alive_timeout_s": "--keep-alive",
+    "max_connections": "",
+    "backlog": "--backlog",
+    "shutdown_grace_s": "--graceful-timeout",
+    "send_stall_timeout_s": "",
+}
+
+
+@pytest.mark.parametrize("cls", [ServerConfig, OriginConfig, ProxyConfig])
+def test_serving_loop_settings_map_to_hypercorns_flags(cls: type[ServerConfig]) -> None:
+    assert serving_loop_settings(cls) == SERVING_LOOP_SETTINGS
+
+
+def test_plain_hypercorn_note_names_each_setting_with_its_hypercorn_flag() -> None:
+    note = plain_hypercorn_note(ProxyConfig())
+    assert note.startswith("trio_range proxy: served by plain Hypercorn")
+    assert "host/port -> --bind" in note
+    assert "shutdown_grace_s -> --graceful-timeout" in note
+    assert "no Hypercorn equivalent: max_connections, send_stall_timeout_s" in note
+    assert "ignored" not in note  # nothing set
+
+
+def test_plain_hypercorn_note_names_the_settings_set_to_no_avail() -> None:
+    # OriginConfig's port default (9090) is not ServerConfig's (0): each class's own counts.
+    config = OriginConfig(port=9090, backlog=5, access_log=False, send_stall_timeout_s=60.0)
+    note = plain_hypercorn_note(config)
+    assert note.endswith("; set but ignored: backlog=5, send_stall_timeout_s=60.0")

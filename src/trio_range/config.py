@@ -33,27 +33,46 @@ _KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _NOTHING_DEPRECATED: Mapping[str, str] = MappingProxyType({})
 
 
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default: Any, help: str, *, hypercorn: str | None = None) -> Any:
+    """A setting with its help text.
+
+    ``hypercorn`` marks a setting that only trio-range's own serving loop
+    (``server.serving.serve_app``) carries out, so that plain ``hypercorn -k trio`` ignores it:
+    the Hypercorn flag that does the same there, or ``""`` when Hypercorn has none.
+    """
+    metadata = {"help": help}
+    if hypercorn is not None:
+        metadata["hypercorn"] = hypercorn
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerConfig:
     """What every trio_range server shares: where it listens and how it treats connections."""
 
-    host: str = _field("127.0.0.1", "address to listen on")
-    port: int = _field(0, "TCP port to listen on")
-    keep_alive_timeout_s: float = _field(5.0, "close an idle keep-alive connection after this")
+    host: str = _field("127.0.0.1", "address to listen on", hypercorn="--bind")
+    port: int = _field(0, "TCP port to listen on", hypercorn="--bind")
+    keep_alive_timeout_s: float = _field(
+        5.0, "close an idle keep-alive connection after this", hypercorn="--keep-alive"
+    )
     access_log: bool = _field(True, "write one structured log line per request")
-    max_connections: int = _field(1000, "open client connections at most (503 past it)")
+    max_connections: int = _field(
+        1000, "open client connections at most (503 past it)", hypercorn=""
+    )
     max_streams: int = _field(256, "requests in flight at most (503 with Retry-After past it)")
+    # Also Hypercorn's h11_max_incomplete_size under serve_app, but the request guards check it
+    # under any server: not a serving-loop setting.
     max_header_bytes: int = _field(16384, "request line and headers at most (431 past it)")
-    backlog: int = _field(1024, "pending connections the kernel queues")
+    backlog: int = _field(1024, "pending connections the kernel queues", hypercorn="--backlog")
     shutdown_grace_s: float = _field(
-        10.0, "on SIGTERM/Ctrl-C, let in-flight requests run this long"
+        10.0,
+        "on SIGTERM/Ctrl-C, let in-flight requests run this long",
+        hypercorn="--graceful-timeout",
     )
     send_stall_timeout_s: float = _field(
-        300.0, "abort a client that accepts no data for this long (a paused video may stall)"
+        300.0,
+        "abort a client that accepts no data for this long (a paused video may stall)",
+        hypercorn="",
     )
     stats_path: str = _field(
         "/stats", "usage statistics: JSON, or a dashboard for browsers ('' = off)"
@@ -135,7 +154,7 @@ class ServerConfig:
 class OriginConfig(ServerConfig):
     """The origin: serves the files of one media folder."""
 
-    port: int = _field(9090, "TCP port to listen on")
+    port: int = _field(9090, "TCP port to listen on", hypercorn="--bind")
     media_dir: Path = _field(Path("media"), "folder whose files are served")
     default_file: str = _field("sample.mp4", "file served at / (relative to media_dir)")
     chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
@@ -157,7 +176,7 @@ class OriginConfig(ServerConfig):
 class ProxyConfig(ServerConfig):
     """The proxy: relays GET and HEAD to one fixed upstream."""
 
-    port: int = _field(8080, "TCP port to listen on")
+    port: int = _field(8080, "TCP port to listen on", hypercorn="--bind")
     upstream: str = _field("http://127.0.0.1:9090", "base URL of the one upstream")
     via_name: str = _field("trio-range", "name in the Via header the proxy appends")
     connect_timeout_s: float = _field(5.0, "upstream connect timeout (502 past it)")
@@ -193,6 +212,47 @@ def env_name(cls: type[ServerConfig], field_name: str) -> str:
 def flag_name(field_name: str) -> str:
     """The command-line flag that sets ``field_name``."""
     return "--" + field_name.replace("_", "-")
+
+
+def serving_loop_settings(cls: type[ServerConfig]) -> dict[str, str]:
+    """The settings only ``serve_app`` carries out: name -> Hypercorn flag ("" if none).
+
+    Plain ``hypercorn -k trio`` ignores them; its own flag does the same there.
+    """
+    return {
+        f.name: f.metadata["hypercorn"]
+        for f in dataclasses.fields(cls)
+        if "hypercorn" in f.metadata
+    }
+
+
+def plain_hypercorn_note(config: ServerConfig) -> str:
+    """The start-up line of an app served by plain Hypercorn, not by ``serve_app``.
+
+    It names the settings that do nothing there and what to use instead, and those of them
+    that ``config`` sets to no avail.
+    """
+    settings = serving_loop_settings(type(config))
+    by_flag: dict[str, list[str]] = {}
+    for name, flag in settings.items():
+        by_flag.setdefault(flag, []).append(name)
+    instead = [f"{'/'.join(names)} -> {flag}" for flag, names in by_flag.items() if flag]
+    # Hypercorn leaves our logger unconfigured: the line names its sender itself.
+    sender = " ".join(filter(None, ["trio_range", config.ROLE.lower()]))
+    note = (
+        f"{sender}: served by plain Hypercorn, not trio-range's serving loop: these settings "
+        f"have no effect here, Hypercorn's flags apply instead: {', '.join(instead)}; "
+        f"no Hypercorn equivalent: {', '.join(by_flag.get('', []))}"
+    )
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    ignored = [
+        f"{name}={getattr(config, name)!r}"
+        for name in settings
+        if getattr(config, name) != defaults[name]
+    ]
+    if ignored:
+        note += f"; set but ignored: {', '.join(ignored)}"
+    return note
 
 
 def type_name(field: dataclasses.Field[Any]) -> str:
