@@ -13,7 +13,8 @@ import pytest
 import trio
 
 from tests.support.processes import ROOT, TRIO_RANGE, start_process, stop_gracefully
-from trio_range.cli import settings_table
+from trio_range.cli import build_parser, settings_table
+from trio_range.config import OriginConfig, ProxyConfig, serving_loop_settings
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,6 +34,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["origin", "--prot", "1"], {}, "unrecognized arguments: --prot"),
         (["origin", "--port", "eighty"], {}, "not a valid int"),
         (["origin", "--port", "70000"], {}, "port must be 0..65535"),
+        (["origin", "--access-log", "maybe"], {}, "not a valid bool"),
         (["origin"], {"TRIO_RANGE_ORIGIN_PROT": "1"}, "unknown setting TRIO_RANGE_ORIGIN_PROT"),
         (["proxy", "--upstream", "ftp://x"], {}, "upstream must be an http"),
         (["origin", "--media-dir", "/nonexistent/media"], {}, "is not a directory"),
@@ -47,6 +49,33 @@ async def test_bad_options_fail_with_one_line_not_a_traceback(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "access_log"),
+    [
+        ([], None),  # not given: the environment or the default decides
+        (["--access-log"], True),
+        (["--no-access-log"], False),
+        # The value form, as accepted before --no-access-log existed.
+        (["--access-log", "false"], False),
+        (["--access-log", "true"], True),
+        (["--access-log=off"], False),
+        (["--access-log", "0", "--port", "1"], False),
+        (["--access-log", "yes"], True),
+        (["--no-access-log", "--access-log"], True),  # the last one wins
+    ],
+)
+@pytest.mark.parametrize("command", ["origin", "proxy"])
+def test_boolean_flags_take_the_no_form_and_the_value_form(
+    command: str, args: list[str], access_log: bool | None
+) -> None:
+    assert build_parser().parse_args([command, *args]).access_log is access_log
+
+
+def test_demo_boolean_flags_are_negated_with_their_prefix() -> None:
+    args = build_parser().parse_args(["demo", "--no-origin-access-log", "--proxy-access-log"])
+    assert (args.origin_access_log, args.proxy_access_log) == (False, True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -112,7 +141,67 @@ async def test_hypercorn_launches_the_apps_from_environment(
             await stop_gracefully(process, signal.SIGTERM)
 
 
-def test_readme_configuration_table_lists_every_setting() -> None:
+async def test_plain_hypercorn_logs_one_line_naming_the_settings_it_ignores(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    output = bytearray()
+    env = {"TRIO_RANGE_ORIGIN_MEDIA_DIR": str(tmp_path), "TRIO_RANGE_ORIGIN_BACKLOG": "5"}
+    process, _ = await start_process(
+        nursery, hypercorn("trio_range.origin:create_app()"), env, output=output
+    )
+    await stop_gracefully(process, signal.SIGTERM)
+    lines = [line for line in output.decode().splitlines() if "plain Hypercorn" in line]
+    assert len(lines) == 1, output.decode()
+    for name, flag in serving_loop_settings(OriginConfig).items():
+        assert name in lines[0]
+        assert flag in lines[0]
+    assert lines[0].endswith("set but ignored: backlog=5")
+
+
+async def test_trio_range_origin_does_not_log_the_plain_hypercorn_line(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    output = bytearray()
+    process, _ = await start_process(
+        nursery,
+        [*TRIO_RANGE, "origin", "--port", "0", "--media-dir", str(tmp_path), "--backlog", "5"],
+        output=output,
+    )
+    assert await stop_gracefully(process, signal.SIGTERM) == 0
+    assert b"Running on" in output  # after the app's start-up hooks have run
+    assert b"plain Hypercorn" not in output
+
+
+def test_readme_names_the_settings_plain_hypercorn_ignores_and_their_hypercorn_flags() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [row for row in settings_table().splitlines() if row not in readme]
-    assert not missing, "README.md lacks rows of `trio-range settings`:\n" + "\n".join(missing)
+    configuration = readme[readme.index("## Configuration") :]
+    configuration = configuration[: configuration.index("\n## ")]
+    for cls in (OriginConfig, ProxyConfig):
+        for name, flag in serving_loop_settings(cls).items():
+            assert f"`{name}`" in configuration
+            assert not flag or f"`{flag}`" in configuration
+
+
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| server | flag | environment variable | default | meaning |")
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert readme[start:end] == settings_table().splitlines(), (
+        "README.md's configuration table is not the output of `trio-range settings`"
+    )
+
+
+async def test_the_proxys_deprecated_chunk_size_flag_and_variable_still_start_it_with_a_warning(
+    nursery: trio.Nursery,
+) -> None:
+    output = bytearray()
+    process, _ = await start_process(
+        nursery,
+        [*TRIO_RANGE, "proxy", "--port", "0", "--chunk-size-bytes", "65536"],
+        {"TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES": "65536"},
+        output=output,
+    )
+    assert await stop_gracefully(process, signal.SIGTERM) == 0
+    log = output.decode()
+    for source in ("--chunk-size-bytes", "TRIO_RANGE_PROXY_CHUNK_SIZE_BYTES"):
+        assert f"{source} has no effect on the proxy" in log, log

@@ -26,6 +26,8 @@ from trio_range.config import (
     env_name,
     flag_name,
     load,
+    type_name,
+    warn_deprecated,
 )
 from trio_range.errors import ConfigError, TrioRangeError
 from trio_range.server.app import RangeApp
@@ -44,14 +46,37 @@ def _add_config_flags(
     parser: argparse.ArgumentParser, cls: type[ServerConfig], *, prefix: str = ""
 ) -> None:
     for field in dataclasses.fields(cls):
+        flag = flag_name(prefix + field.name)
+        is_bool = type_name(field) == "bool"
         parser.add_argument(
-            flag_name(prefix + field.name),
+            flag,
             dest=prefix + field.name,
             metavar=field.name.upper(),
+            # A bool flag alone means true; a value (--access-log false) still works, as it
+            # did before --no-access-log existed.
+            nargs="?" if is_bool else None,
+            const=True if is_bool else None,
             type=_converter(field),
             default=None,
             help=f"{field.metadata.get('help', '')} "
             f"(default: {field.default}; env {env_name(cls, field.name)})",
+        )
+        if is_bool:
+            parser.add_argument(
+                flag_name("no_" + prefix + field.name),
+                dest=prefix + field.name,
+                action="store_const",
+                const=False,
+                default=None,
+                help=f"same as {flag} false",
+            )
+    for name, why in cls.DEPRECATED.items():
+        parser.add_argument(
+            flag_name(prefix + name),
+            dest=prefix + name,
+            metavar=name.upper(),
+            default=None,
+            help=f"deprecated: {why}; ignored (env {env_name(cls, name)})",
         )
 
 
@@ -69,6 +94,9 @@ def _converter(field: dataclasses.Field[Any]) -> Any:
 def _overrides(
     args: argparse.Namespace, cls: type[ServerConfig], prefix: str = ""
 ) -> dict[str, Any]:
+    for name in cls.DEPRECATED:
+        if getattr(args, prefix + name) is not None:
+            warn_deprecated(cls, name, flag_name(prefix + name))
     return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)}
 
 
@@ -104,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_table() -> str:
-    """Every setting of both servers as Markdown rows (the README's configuration table)."""
+    """Every setting of both servers as Markdown rows (the README's configuration table).
+
+    Deprecated settings, still accepted but ignored, come last in their server's rows.
+    """
     rows = [
         "| server | flag | environment variable | default | meaning |",
         "|---|---|---|---|---|",
@@ -112,9 +143,17 @@ def settings_table() -> str:
     for cls, role in ((OriginConfig, "origin"), (ProxyConfig, "proxy")):
         for field in dataclasses.fields(cls):
             default = field.default if field.default != "" else "(empty)"
+            flags = f"`{flag_name(field.name)}`"
+            if type_name(field) == "bool":
+                flags += f" / `{flag_name('no_' + field.name)}`"
             rows.append(
-                f"| {role} | `{flag_name(field.name)}` | `{env_name(cls, field.name)}` "
+                f"| {role} | {flags} | `{env_name(cls, field.name)}` "
                 f"| `{default}` | {field.metadata.get('help', '')} |"
+            )
+        for name, why in cls.DEPRECATED.items():
+            rows.append(
+                f"| {role} | `{flag_name(name)}` | `{env_name(cls, name)}` "
+                f"| (ignored) | deprecated: {why}; will be removed |"
             )
     return "\n".join(rows)
 

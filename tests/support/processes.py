@@ -16,9 +16,16 @@ URL = re.compile(rb"http://127\.0\.0\.1:\d+")
 
 
 async def start_process(
-    nursery: trio.Nursery, command: list[str], env: dict[str, str] | None = None
+    nursery: trio.Nursery,
+    command: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    output: bytearray | None = None,
 ) -> tuple[trio.Process, list[str]]:
-    """Start ``command``, and return it with the URLs it printed once it is serving."""
+    """Start ``command``, and return it with the URLs it printed once it is serving.
+
+    ``output``, if given, receives what the process printed until then (stdout and stderr).
+    """
     process = await trio.lowlevel.open_process(
         command,
         stdout=subprocess.PIPE,
@@ -27,7 +34,8 @@ async def start_process(
         cwd=ROOT,
     )
     assert process.stdout is not None
-    output = b""
+    if output is None:
+        output = bytearray()
     with trio.fail_after(20):
         while b"Running on" not in output or (
             b"demo" in " ".join(command).encode() and b"Ctrl-C stops both" not in output

@@ -12,7 +12,7 @@ from typing import Any
 from quart import Response
 from werkzeug.exceptions import HTTPException
 
-from trio_range.config import ServerConfig
+from trio_range.config import ServerConfig, plain_hypercorn_note
 from trio_range.server.app import RangeApp
 from trio_range.server.exchange import Exchange
 from trio_range.stats.factory import make_store, run_store_with_app
@@ -103,6 +103,9 @@ def install_common_routes(
 ) -> StatsStore:
     """Add /healthz, statistics, metrics, the error pages and the observer to ``app``.
 
+    Served by plain Hypercorn rather than ``serve_app``, the app logs at start-up which
+    settings do nothing there (``config.plain_hypercorn_note``).
+
     ``config`` defaults to ``app.config["TRIO_RANGE"]`` (its stats_path, metrics_path and
     stats_token); ``store`` to the one ``config.stats_backend`` names (``make_store``). Returns
     the store, which the proxy also feeds (upstream requests and errors, its connections gauge).
@@ -122,6 +125,15 @@ def install_common_routes(
     )
     app.url_map.merge_slashes = False  # "//x" is not found, never redirected with the path echoed
     app.extensions["trio_range.stats"] = stats
+
+    @app.before_serving
+    async def note_settings_plain_hypercorn_ignores() -> None:
+        # serve_app (trio-range origin, proxy, demo) registers its connections before the
+        # lifespan starts. Without them Hypercorn's own loop serves the app and some settings
+        # do nothing: say so once, at WARNING, as nothing configures our logger under
+        # Hypercorn and Python's last-resort handler prints WARNING and above only.
+        if "trio_range.connections" not in app.extensions:
+            log.warning("%s", plain_hypercorn_note(config))
 
     @app.route("/healthz", methods=["GET", "HEAD"], provide_automatic_options=False)
     async def healthz() -> Response:
