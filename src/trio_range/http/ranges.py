@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trio_range.errors import RangeParseError
+from trio_range.http.grammar import is_token, split_list, strip_ows
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -109,11 +110,9 @@ class RangeSpec:
         return ByteRange(self.first, stop - self.first)
 
 
-# RFC 9110 §5.6.1: OWS = *( SP / HTAB ). Only ASCII digits: int() alone would also accept
-# "+5", " 5", "1_000" and non-ASCII digits, none of which is a DIGIT.
-_OWS = " \t"
+# RFC 9110 §14.1.1: first-pos = 1*DIGIT; RFC 5234: DIGIT = %x30-39. Only ASCII digits: int()
+# alone would also accept "+5", " 5", "1_000" and non-ASCII digits, none of which is a DIGIT.
 _DIGITS = re.compile(r"[0-9]+")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # Python refuses int() on more than 4300 digits (CVE-2020-10735); no file is anywhere near
 # 10**1000 bytes, so a longer number is treated as garbage and the Range ignored.
@@ -148,9 +147,9 @@ def _parse_spec(text: str) -> RangeSpec:
 
 
 def _parse_range_set(text: str) -> tuple[RangeSpec, ...]:
-    # range-set = 1#range-spec. RFC 9110 §5.6.1: "a recipient MUST accept empty list elements",
-    # and OWS may surround each comma.
-    specs = tuple(_parse_spec(item.strip(_OWS)) for item in text.split(",") if item.strip(_OWS))
+    # range-set = 1#range-spec: OWS may surround each comma, and RFC 9110 §5.6.1.2 "a recipient
+    # MUST parse and ignore a reasonable number of empty list elements".
+    specs = tuple(_parse_spec(item) for item in split_list(text))
     if not specs:
         raise RangeParseError("empty range set")
     return specs
@@ -164,8 +163,9 @@ def parse_range_header(value: str) -> tuple[RangeSpec, ...]:
     """
     # Field values arrive without leading/trailing OWS (RFC 9110 §5.5); trim for callers
     # that pass raw text.
-    unit, equals, range_set = value.strip(_OWS).partition("=")
-    if not equals or not _TOKEN.fullmatch(unit):
+    # ranges-specifier = range-unit "=" range-set; range-unit = token.
+    unit, equals, range_set = strip_ows(value).partition("=")
+    if not equals or not is_token(unit):
         raise RangeParseError(f"not a ranges-specifier: {value[:40]!r}")
     # RFC 9110 §14.1: "range units are compared in a case-insensitive manner".
     if unit.lower() != "bytes":
@@ -183,7 +183,7 @@ def parse_query_range(value: str) -> tuple[RangeSpec, ...]:
     """
     if "=" in value:
         return parse_range_header(value)
-    return _parse_range_set(value.strip(_OWS))
+    return _parse_range_set(value)
 
 
 def resolve_ranges(specs: Iterable[RangeSpec], size: int) -> list[ByteRange]:

@@ -1,0 +1,64 @@
+"""The pieces of the RFC 9110 grammar that the protocol modules share, each written once.
+
+Pure: no I/O. Each definition quotes the ABNF it implements. Only US-ASCII characters are
+tchars: a str holding a non-ASCII letter or digit is not a token, whatever ``str.isalnum`` says.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "FORBIDDEN_IN_FIELD_VALUE",
+    "OWS",
+    "TCHAR",
+    "TOKEN",
+    "has_forbidden_field_chars",
+    "is_token",
+    "split_list",
+    "strip_ows",
+]
+
+# RFC 9110 §5.6.3: OWS = *( SP / HTAB )
+OWS = " \t"
+
+# RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#                          "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+# RFC 5234 appendix B.1: DIGIT = %x30-39; ALPHA = %x41-5A / %x61-7A (ASCII only).
+TCHAR: frozenset[str] = frozenset(
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+# RFC 9110 §5.6.2: token = 1*tchar. Built from TCHAR so the two cannot disagree.
+TOKEN: re.Pattern[str] = re.compile(f"[{re.escape(''.join(sorted(TCHAR)))}]+")
+
+# RFC 9110 §5.5: field-value = *field-content;
+# field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ];
+# field-vchar = VCHAR / obs-text. "Field values containing CR, LF, or NUL characters are invalid
+# and dangerous": written into a header they would end the line and forge the next one.
+FORBIDDEN_IN_FIELD_VALUE: re.Pattern[str] = re.compile(r"[\x00\r\n]")
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` is a token: one or more tchars, nothing else."""
+    return TOKEN.fullmatch(text) is not None
+
+
+def strip_ows(text: str) -> str:
+    """``text`` without the optional whitespace (SP, HTAB) around it; other whitespace stays."""
+    return text.strip(OWS)
+
+
+def has_forbidden_field_chars(value: str) -> bool:
+    """Whether ``value`` holds CR, LF or NUL, which no field value may carry."""
+    return FORBIDDEN_IN_FIELD_VALUE.search(value) is not None
+
+
+def split_list(value: str) -> list[str]:
+    """The non-empty members of a comma-separated list, OWS trimmed (RFC 9110 §5.6.1).
+
+    ``#element => [ element ] *( OWS "," OWS [ element ] )``, and §5.6.1.2: "a recipient MUST
+    parse and ignore a reasonable number of empty list elements". Commas inside quoted strings
+    are not special-cased: for lists whose members cannot hold a comma.
+    """
+    return [member for member in (strip_ows(part) for part in value.split(",")) if member]
