@@ -78,10 +78,6 @@ class RangeSpec:
         if self.first is not None and self.last is not None and self.last < self.first:
             raise ValueError(f"last < first in {self}")
 
-    @property
-    def is_suffix(self) -> bool:
-        return self.first is None
-
     def wire(self) -> str:
         """The spec as written in a Range header: ``a-b``, ``a-`` or ``-n``."""
         first = "" if self.first is None else str(self.first)
