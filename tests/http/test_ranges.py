@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import random
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -312,9 +314,60 @@ def test_mix_of_satisfiable_and_unsatisfiable_keeps_the_satisfiable_ones() -> No
     assert decide("bytes=20-30,0-1,-0,8-") == partial((0, 2), (8, 3))
 
 
-def test_ranges_are_sorted_and_adjacent_ones_merged() -> None:
-    assert decide("bytes=5-6,0-1") == partial((0, 2), (5, 2))
-    assert decide("bytes=2-3,0-1") == partial((0, 4))
+# RFC 9110 §15.3.7.2: "the server SHOULD send the parts in the order that the range-specs
+# appeared in the Range header, excluding those that were unsatisfiable or were coalesced into
+# other parts". Merged parts take the place of their first member in request order.
+REQUEST_ORDER = [
+    ("bytes=5-6,0-1", [(5, 2), (0, 2)]),
+    ("bytes=0-1,5-6", [(0, 2), (5, 2)]),
+    ("bytes=8-9,0-1,2-3", [(8, 2), (0, 4)]),  # 0-1 and 2-3 touch: merged in 0-1's place
+    ("bytes=8-9,2-3,0-1", [(8, 2), (0, 4)]),  # ... or in 2-3's, whichever came first
+    ("bytes=4-6,0-1,5-9", [(4, 6), (0, 2)]),  # 4-6 and 5-9 overlap: merged in 4-6's place
+    ("bytes=5-9,0-1,4-6", [(4, 6), (0, 2)]),
+    ("bytes=2-3,0-1", [(0, 4)]),  # one part left: a plain 206
+    ("bytes=9-10,0-1,5-6,2-4", [(9, 2), (0, 7)]),  # 2-4 joins 0-1 and 5-6 into 0-6
+    ("bytes=5-6,9-10,0-1,2-4", [(0, 7), (9, 2)]),  # ... in 5-6's place, before 9-10
+    ("bytes=-2,0-0", [(9, 2), (0, 1)]),  # a suffix keeps its place
+    ("bytes=8-,3-4,0-0", [(8, 3), (3, 2), (0, 1)]),
+    ("bytes=20-30,6-7,-0,0-1", [(6, 2), (0, 2)]),  # unsatisfiable ones leave no gap
+    ("bytes=3-3,3-3", [(3, 1)]),  # the same range twice is sent once
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), REQUEST_ORDER)
+def test_parts_keep_request_order_and_merged_ones_take_their_first_members_place(
+    header: str, expected: list[tuple[int, int]]
+) -> None:
+    assert decide(header) == partial(*expected)
+
+
+@pytest.mark.parametrize(
+    ("specs", "outcome"),
+    [
+        # At the count limit, and one past it.
+        ([f"{i * 2}-{i * 2}" for i in range(100)], RangeOutcome.PARTIAL),
+        ([f"{i * 2}-{i * 2}" for i in range(101)], RangeOutcome.IGNORED),
+        # The byte budget: exactly the size, and one byte past it through overlap.
+        (["0-99", "100-299", "300-999"], RangeOutcome.PARTIAL),
+        (["0-99", "99-299", "300-999"], RangeOutcome.IGNORED),
+        # "Apache Killer" and nested shapes.
+        ([f"{i}-" for i in range(50)], RangeOutcome.IGNORED),
+        ([f"{i}-{999 - i}" for i in range(20)], RangeOutcome.IGNORED),
+        # Unsatisfiable ones only, wherever they stand.
+        (["1000-", "2000-2001", "-0"], RangeOutcome.UNSATISFIABLE),
+    ],
+)
+def test_limits_give_the_same_answer_whatever_the_order(
+    specs: list[str], outcome: RangeOutcome
+) -> None:
+    shuffler = random.Random(9110)
+    orders = [specs[::-1], *(shuffler.sample(specs, len(specs)) for _ in range(20))]
+    in_order = decide("bytes=" + ",".join(specs), size=1000)
+    assert in_order.outcome is outcome
+    for order in orders:
+        decision = decide("bytes=" + ",".join(order), size=1000)
+        assert decision.outcome is outcome
+        assert covered(decision.ranges) == covered(in_order.ranges)
 
 
 def test_empty_file_ignores_the_range() -> None:
@@ -453,6 +506,7 @@ def test_decide_ranges_never_raises_and_partial_ranges_are_well_formed(
         assert decision.ranges
         assert all(r.stop <= size for r in decision.ranges)
         assert list(decision.ranges) == coalesce(decision.ranges)
+        assert_disjoint_and_apart(decision.ranges)
 
 
 @settings(max_examples=100)
@@ -499,14 +553,73 @@ byte_ranges = st.builds(
 )
 
 
+def covered(ranges: Iterable[ByteRange]) -> set[int]:
+    return {i for r in ranges for i in range(r.start, r.stop)}
+
+
+def touch(a: ByteRange, b: ByteRange) -> bool:
+    return a.start <= b.stop and b.start <= a.stop
+
+
+def assert_disjoint_and_apart(ranges: Iterable[ByteRange]) -> None:
+    """No two ranges share a byte or abut, whatever their order."""
+    for a, b in itertools.combinations(ranges, 2):
+        assert not touch(a, b), (a, b)
+
+
+def coalesce_by_the_letter(ranges: list[ByteRange]) -> list[ByteRange]:
+    """RFC 9110 §15.3.7.2 done the slow, obvious way.
+
+    Merge any two parts that touch into the earlier one's place, until none touch.
+    """
+    parts = list(ranges)
+    while True:
+        pairs = itertools.combinations(range(len(parts)), 2)
+        pair = next(((i, j) for i, j in pairs if touch(parts[i], parts[j])), None)
+        if pair is None:
+            return parts
+        i, j = pair
+        start = min(parts[i].start, parts[j].start)
+        parts[i] = ByteRange(start, max(parts[i].stop, parts[j].stop) - start)
+        del parts[j]
+
+
 @settings(max_examples=150)
 @given(st.lists(byte_ranges, max_size=10))
-def test_coalesced_ranges_are_sorted_disjoint_non_adjacent_and_cover_the_same_bytes(
+def test_coalesced_ranges_are_disjoint_cover_the_same_bytes_in_order_of_first_appearance(
     ranges: list[ByteRange],
 ) -> None:
     merged = coalesce(ranges)
-    for before, after in itertools.pairwise(merged):
-        assert before.stop < after.start
-    covered = {i for r in ranges for i in range(r.start, r.stop)}
-    assert {i for r in merged for i in range(r.start, r.stop)} == covered
+    assert_disjoint_and_apart(merged)
+    assert covered(merged) == covered(ranges)
+    # Each input lies inside exactly one part; parts come in the order of their first member.
+    owners = []
+    for r in ranges:
+        (owner,) = [
+            k for k, part in enumerate(merged) if part.start <= r.start < r.stop <= part.stop
+        ]
+        owners.append(owner)
+    first_members = [owners.index(k) for k in range(len(merged))]
+    assert first_members == sorted(first_members)
+    assert merged == coalesce_by_the_letter(ranges)
     assert coalesce(merged) == merged
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(range_specs(), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=40),
+    st.randoms(use_true_random=False),
+)
+def test_shuffled_specs_get_the_same_decision_and_the_same_bytes(
+    specs: list[RangeSpec], size: int, rnd: random.Random
+) -> None:
+    shuffled = rnd.sample(specs, len(specs))
+    limits = RangeLimits(max_ranges=5)
+    original = decide_ranges(format_range_header(specs), None, size, limits)
+    other = decide_ranges(format_range_header(shuffled), None, size, limits)
+    assert other.outcome is original.outcome
+    assert covered(other.ranges) == covered(original.ranges)
+    assert sorted(other.ranges, key=lambda r: r.start) == sorted(
+        original.ranges, key=lambda r: r.start
+    )

@@ -183,26 +183,34 @@ def parse_query_range(value: str) -> tuple[RangeSpec, ...]:
 
 
 def resolve_ranges(specs: Iterable[RangeSpec], size: int) -> list[ByteRange]:
-    """Resolve each spec against ``size``, dropping unsatisfiable ones and keeping order."""
+    """Resolve each spec against ``size``, dropping unsatisfiable ones, in request order."""
     resolved = (spec.resolve(size) for spec in specs)
     return [r for r in resolved if r is not None]
 
 
 def coalesce(ranges: Iterable[ByteRange]) -> list[ByteRange]:
-    """Sort by start and merge ranges that overlap or touch.
+    """Merge ranges that overlap or touch; keep the order in which the client asked.
 
-    RFC 9110 §14.6 allows it ("a server MAY coalesce any of the ranges that overlap, or that
-    are separated by a gap that is smaller than the overhead of sending multiple parts"); merging
-    adjacent ones as well means no byte is sent twice and parts never abut.
+    RFC 9110 §14.6 allows the merge ("a server MAY coalesce any of the ranges that overlap, or
+    that are separated by a gap that is smaller than the overhead of sending multiple parts");
+    merging adjacent ones as well means no byte is sent twice and parts never abut. §15.3.7.2
+    fixes the order: "the server SHOULD send the parts in the order that the range-specs
+    appeared in the Range header, excluding those that were unsatisfiable or were coalesced
+    into other parts". A merged range takes the place of its first member in request order;
+    ``5-6,0-1`` stays ``5-6,0-1``, and in ``8-9,0-1,2-3`` the merged ``0-3`` takes ``0-1``'s place.
     """
-    merged: list[ByteRange] = []
-    for r in sorted(ranges, key=lambda r: (r.start, r.length)):
-        if merged and r.start <= merged[-1].stop:
-            last = merged[-1]
-            merged[-1] = ByteRange(last.start, max(last.stop, r.stop) - last.start)
+    # Sweep by start to find the groups of ranges that touch (a later range may join two
+    # earlier groups), remembering each group's first position in the request.
+    by_start = sorted(enumerate(ranges), key=lambda item: item[1].start)
+    groups: list[tuple[int, ByteRange]] = []
+    for position, r in by_start:
+        if groups and r.start <= groups[-1][1].stop:
+            first, last = groups[-1]
+            merged = ByteRange(last.start, max(last.stop, r.stop) - last.start)
+            groups[-1] = (min(first, position), merged)
         else:
-            merged.append(r)
-    return merged
+            groups.append((position, r))
+    return [r for _, r in sorted(groups, key=lambda group: group[0])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +222,9 @@ class RangeLimits:
       exceeds the size, the Range is ignored (200). That catches ``0-,1-,2-,3-,4-`` and heavy
       overlap, and never refuses a legitimate request: ranges a client needs never ask for more
       bytes than the file has.
+
+    Neither depends on the order of the specs (a count and a sum), so a client cannot get past
+    them by shuffling its ranges.
     """
 
     max_ranges: int = 100
@@ -235,7 +246,9 @@ class RangeOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RangeDecision:
-    """The outcome; for PARTIAL, ``ranges`` is sorted, coalesced and non-empty.
+    """The outcome; for PARTIAL, ``ranges`` is non-empty and went through :func:`coalesce`.
+
+    So partial ranges are disjoint, never adjacent, and in the order the client asked for them.
 
     ``reason`` is a short text for log lines, not for clients, so it takes no part in equality.
     """
