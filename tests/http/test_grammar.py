@@ -9,12 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_range.http.grammar import (
+    DIGITS,
     FORBIDDEN_IN_FIELD_VALUE,
+    MAX_DIGITS,
     OWS,
     TCHAR,
     TOKEN,
     has_forbidden_field_chars,
     is_token,
+    parse_digits,
     split_list,
     strip_ows,
 )
@@ -105,6 +108,44 @@ def test_has_forbidden_field_chars(value: str, expected: bool) -> None:
 def test_only_nul_cr_and_lf_are_forbidden_in_field_values(char: str) -> None:
     assert has_forbidden_field_chars(char) is (char in "\x00\r\n")
     assert (FORBIDDEN_IN_FIELD_VALUE.search(f"a{char}b") is not None) is (char in "\x00\r\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("007", 7),
+        ("1234567890", 1234567890),
+        ("9" * MAX_DIGITS, int("9" * MAX_DIGITS)),
+        ("0" * 5000 + "5", 5),  # leading zeros are not significant
+        ("9" * (MAX_DIGITS + 1), None),  # past the limit: garbage, never int()'s ValueError
+        ("", None),
+        ("+5", None),
+        ("-5", None),
+        (" 5", None),
+        ("5 ", None),
+        ("1_000", None),
+        ("0x10", None),
+        ("1.5", None),
+        ("\u00b2", None),  # superscript two: str.isdigit() says yes
+        ("\u0661\u0662", None),  # Arabic-Indic digits: int() says 12
+        ("\uff11", None),  # fullwidth one
+        ("5\n", None),
+    ],
+)
+def test_parse_digits_takes_ascii_digits_only(text: str, expected: int | None) -> None:
+    assert parse_digits(text) == expected
+
+
+@given(st.integers(min_value=0, max_value=10**50), st.integers(min_value=0, max_value=5))
+def test_parse_digits_reads_back_what_str_writes(value: int, zeros: int) -> None:
+    assert parse_digits("0" * zeros + str(value)) == value
+
+
+@given(st.text(max_size=20))
+def test_parse_digits_returns_an_int_or_none_for_any_text(text: str) -> None:
+    value = parse_digits(text)
+    assert value is None or (value >= 0 and DIGITS.fullmatch(text))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trio_range.http.grammar import OWS, TCHAR, is_token, split_list
+from trio_range.http.grammar import OWS, TCHAR, is_token, parse_digits, split_list
 
 __all__ = [
     "HOP_BY_HOP",
@@ -91,11 +91,11 @@ def via_value(name: str, protocol_version: str = "1.1") -> str:
     >>> via_value("trio-range", "HTTP/1.0")
     '1.0 trio-range'
     """
-    # received-by = pseudonym [ ":" port ]; port = *DIGIT (RFC 3986), ASCII digits only, where
-    # str.isdigit() also takes superscripts and Arabic-Indic digits. Our name is configuration,
-    # so refuse anything that would corrupt the list (a comma, a space) rather than send it.
+    # received-by = pseudonym [ ":" port ]; port = *DIGIT (RFC 3986). Our name is
+    # configuration, so refuse anything that would corrupt the list (a comma, a space) rather
+    # than send it.
     pseudonym, colon, port = name.partition(":")
-    if not is_token(pseudonym) or (colon and not (port.isascii() and port.isdigit())):
+    if not is_token(pseudonym) or (colon and parse_digits(port) is None):
         raise ValueError(f"Via name must be a token or token:port, got {name!r}")
     version = _normalise_protocol_version(protocol_version)
     if not version or not set(version) <= TCHAR | {"/"}:

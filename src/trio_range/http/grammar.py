@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "DIGITS",
     "FORBIDDEN_IN_FIELD_VALUE",
+    "MAX_DIGITS",
     "OWS",
     "TCHAR",
     "TOKEN",
     "has_forbidden_field_chars",
     "is_token",
+    "parse_digits",
     "split_list",
     "strip_ows",
 ]
@@ -32,6 +35,14 @@ TCHAR: frozenset[str] = frozenset(
 # RFC 9110 §5.6.2: token = 1*tchar. Built from TCHAR so the two cannot disagree.
 TOKEN: re.Pattern[str] = re.compile(f"[{re.escape(''.join(sorted(TCHAR)))}]+")
 
+# RFC 5234 appendix B.1: DIGIT = %x30-39. Only ASCII digits: str.isdigit() also takes "²" and
+# Arabic-Indic digits, and int() also takes "+5", " 5" and "1_000"; none of them is 1*DIGIT.
+DIGITS: re.Pattern[str] = re.compile(r"[0-9]+")
+
+# Python refuses int() on more than 4300 digits (CVE-2020-10735, a ValueError); no size or
+# position is anywhere near 10**1000 bytes, so a longer number is treated as garbage.
+MAX_DIGITS = 1000
+
 # RFC 9110 §5.5: field-value = *field-content;
 # field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ];
 # field-vchar = VCHAR / obs-text. "Field values containing CR, LF, or NUL characters are invalid
@@ -42,6 +53,19 @@ FORBIDDEN_IN_FIELD_VALUE: re.Pattern[str] = re.compile(r"[\x00\r\n]")
 def is_token(text: str) -> bool:
     """Whether ``text`` is a token: one or more tchars, nothing else."""
     return TOKEN.fullmatch(text) is not None
+
+
+def parse_digits(text: str) -> int | None:
+    """The value of ``1*DIGIT``, or None for anything else or a number over MAX_DIGITS digits.
+
+    Leading zeros do not count towards the limit: ``bytes=0000…05-`` is still position 5.
+    """
+    if DIGITS.fullmatch(text) is None:
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > MAX_DIGITS:
+        return None
+    return int(significant or "0")
 
 
 def strip_ows(text: str) -> str:

@@ -9,12 +9,11 @@ the policy, except that an invalid Range is ignored (200) rather than answered w
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trio_range.errors import RangeParseError
-from trio_range.http.grammar import is_token, split_list, strip_ows
+from trio_range.http.grammar import MAX_DIGITS, is_token, parse_digits, split_list, strip_ows
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -106,22 +105,13 @@ class RangeSpec:
         return ByteRange(self.first, stop - self.first)
 
 
-# RFC 9110 §14.1.1: first-pos = 1*DIGIT; RFC 5234: DIGIT = %x30-39. Only ASCII digits: int()
-# alone would also accept "+5", " 5", "1_000" and non-ASCII digits, none of which is a DIGIT.
-_DIGITS = re.compile(r"[0-9]+")
-
-# Python refuses int() on more than 4300 digits (CVE-2020-10735); no file is anywhere near
-# 10**1000 bytes, so a longer number is treated as garbage and the Range ignored.
-MAX_DIGITS = 1000
-
-
 def _parse_int(text: str) -> int:
-    if not _DIGITS.fullmatch(text):
-        raise RangeParseError(f"not a number: {text[:40]!r}")
-    significant = text.lstrip("0")
-    if len(significant) > MAX_DIGITS:
-        raise RangeParseError(f"number longer than {MAX_DIGITS} digits")
-    return int(significant or "0")
+    # RFC 9110 §14.1.1: first-pos = 1*DIGIT, last-pos = 1*DIGIT, suffix-length = 1*DIGIT. A
+    # number too long for any file makes the Range garbage, ignored like any other.
+    value = parse_digits(text)
+    if value is None:
+        raise RangeParseError(f"not a number of at most {MAX_DIGITS} digits: {text[:40]!r}")
+    return value
 
 
 def _parse_spec(text: str) -> RangeSpec:
