@@ -124,7 +124,10 @@ def test_via_value_defaults_to_http_1_1() -> None:
     assert via_value("p") == "1.1 p"
 
 
-@pytest.mark.parametrize("name", ["", "two words", "a,b", "a:", "a:port", ":80", "caf\u00e9"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "two words", "a,b", "a:", "a:port", ":80", "caf\u00e9", "a:\u00b2", "a:\u0668\u0660"],
+)
 def test_via_value_refuses_a_name_that_would_corrupt_the_list(name: str) -> None:
     with pytest.raises(ValueError, match="Via name"):
         via_value(name)

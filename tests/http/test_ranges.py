@@ -1,41 +1,31 @@
-"""Range parsing, resolution, coalescing and the range policy: tables, then properties."""
+"""Byte ranges: the wire forms, parsing, resolution and coalescing; tables, then properties."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.http.range_strategies import (
+    any_range_text,
+    assert_disjoint_and_apart,
+    byte_ranges,
+    coalesce_by_the_letter,
+    covered,
+    range_specs,
+)
 from trio_range.errors import RangeParseError
 from trio_range.http.ranges import (
     MAX_DIGITS,
     ByteRange,
-    RangeDecision,
-    RangeLimits,
-    RangeOutcome,
     RangeSpec,
     coalesce,
-    decide_ranges,
     format_range_header,
     parse_query_range,
     parse_range_header,
     resolve_ranges,
     unsatisfied_content_range,
 )
-
-ELEVEN = b"abcdefghijk"
-assert len(ELEVEN) == 11
-
-
-def partial(*ranges: tuple[int, int]) -> RangeDecision:
-    return RangeDecision(RangeOutcome.PARTIAL, tuple(ByteRange(s, n) for s, n in ranges))
-
-
-def decide(header: str | None, query: str | None = None, size: int = 11) -> RangeDecision:
-    return decide_ranges(header, query, size)
-
 
 # --- ByteRange and RangeSpec ------------------------------------------------------------------
 
@@ -87,14 +77,6 @@ def test_range_spec_rejects_what_the_grammar_cannot_express() -> None:
 )
 def test_resolve(spec: RangeSpec, size: int, expected: ByteRange | None) -> None:
     assert spec.resolve(size) == expected
-
-
-def test_suffix_longer_than_file_serves_whole_file() -> None:
-    assert decide("bytes=-1000") == partial((0, 11))
-
-
-def test_end_past_size_is_clamped_to_last_byte() -> None:
-    assert decide("bytes=5-1000") == partial((5, 6))
 
 
 def test_unsatisfied_content_range() -> None:
@@ -219,204 +201,30 @@ def test_format_range_header_turns_a_query_range_into_a_header() -> None:
     assert RangeSpec(0, 0).wire() == "0-0"
 
 
-# --- decide_ranges: Go's ServeFileRangeTests on an 11-byte file --------------------------------
-
-GO_PARTIAL = [
-    ("bytes=0-4", [(0, 5)]),
-    ("bytes=2-", [(2, 9)]),
-    ("bytes=-5", [(6, 5)]),
-    ("bytes=3-7", [(3, 5)]),
-    ("bytes=0-0,-2", [(0, 1), (9, 2)]),
-    ("bytes=0-1,5-8", [(0, 2), (5, 4)]),
-    ("bytes=0-1,5-", [(0, 2), (5, 6)]),
-    ("bytes=5-1000", [(5, 6)]),
-    ("bytes=0-9", [(0, 10)]),
-    ("bytes=0-10", [(0, 11)]),
-    ("bytes=0-11", [(0, 11)]),
-    ("bytes=10-11", [(10, 1)]),
-    ("bytes=10-", [(10, 1)]),
-]
-
-
-@pytest.mark.parametrize(("header", "expected"), GO_PARTIAL)
-def test_go_vectors_partial(header: str, expected: list[tuple[int, int]]) -> None:
-    assert decide(header) == partial(*expected)
+# --- coalesce ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "header",
+    ("ranges", "expected"),
     [
-        "bytes=11-",
-        "bytes=11-12",
-        "bytes=12-12",
-        "bytes=11-100",
-        "bytes=12-100",
-        "bytes=100-",
-        "bytes=100-1000",
+        ([], []),
+        ([(0, 2)], [(0, 2)]),
+        ([(5, 2), (0, 2)], [(5, 2), (0, 2)]),  # disjoint: the client's order
+        ([(0, 2), (2, 2)], [(0, 4)]),  # adjacent: merged
+        ([(2, 2), (0, 2)], [(0, 4)]),
+        ([(8, 2), (0, 2), (2, 2)], [(8, 2), (0, 4)]),  # merged in the place of its first member
+        ([(4, 3), (0, 2), (5, 5)], [(4, 6), (0, 2)]),
+        ([(0, 2), (9, 2), (5, 2), (2, 3)], [(0, 7), (9, 2)]),  # a later range joins two
+        ([(9, 2), (5, 2), (0, 2), (2, 3)], [(9, 2), (0, 7)]),
+        ([(3, 1), (3, 1), (3, 1)], [(3, 1)]),
+        ([(0, 10), (2, 2), (20, 1), (5, 1)], [(0, 10), (20, 1)]),  # contained ones vanish
     ],
 )
-def test_go_vectors_unsatisfiable(header: str) -> None:
-    assert decide(header).outcome is RangeOutcome.UNSATISFIABLE
-
-
-def test_go_vector_ranges_summing_past_the_size_are_ignored() -> None:
-    decision = decide("bytes=0-,1-,2-,3-,4-")
-    assert decision.outcome is RangeOutcome.IGNORED
-    assert "bytes" in decision.reason
-
-
-@pytest.mark.parametrize("header", ["bytes=--6", "bytes=--0", "bytes=---0", "bytes=-6-"])
-def test_go_vectors_invalid_are_ignored(header: str) -> None:
-    assert decide(header).outcome is RangeOutcome.IGNORED
-
-
-# --- decide_ranges: RFC 9110 §14.1.2 examples on a 10000-byte representation ------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        ("bytes=0-499", [(0, 500)]),
-        ("bytes=500-999", [(500, 500)]),
-        ("bytes=-500", [(9500, 500)]),
-        ("bytes=9500-", [(9500, 500)]),
-        ("bytes=0-0,-1", [(0, 1), (9999, 1)]),
-        ("bytes=500-600,601-999", [(500, 500)]),
-        ("bytes=500-700,601-999", [(500, 500)]),
-    ],
-)
-def test_rfc_9110_examples(header: str, expected: list[tuple[int, int]]) -> None:
-    assert decide(header, size=10000) == partial(*expected)
-
-
-# --- decide_ranges: policy ----------------------------------------------------------------------
-
-
-def test_no_range_is_none() -> None:
-    assert decide(None).outcome is RangeOutcome.NONE
-
-
-def test_whole_file_range_still_answers_partial_for_chrome() -> None:
-    assert decide("bytes=0-") == partial((0, 11))
-
-
-def test_safari_probe_gets_exactly_two_bytes() -> None:
-    assert decide("bytes=0-1") == partial((0, 2))
-
-
-def test_suffix_zero_is_unsatisfiable() -> None:
-    assert decide("bytes=-0").outcome is RangeOutcome.UNSATISFIABLE
-
-
-def test_mix_of_satisfiable_and_unsatisfiable_keeps_the_satisfiable_ones() -> None:
-    assert decide("bytes=20-30,0-1,-0,8-") == partial((0, 2), (8, 3))
-
-
-def test_ranges_are_sorted_and_adjacent_ones_merged() -> None:
-    assert decide("bytes=5-6,0-1") == partial((0, 2), (5, 2))
-    assert decide("bytes=2-3,0-1") == partial((0, 4))
-
-
-def test_empty_file_ignores_the_range() -> None:
-    assert decide("bytes=0-", size=0).outcome is RangeOutcome.IGNORED
-    assert decide("bytes=-5", size=0).outcome is RangeOutcome.IGNORED
-
-
-@pytest.mark.parametrize("header", ["items=0-1", "bytes=x-y", "bytes=", "bytes=5-1", "garbage"])
-def test_invalid_or_unknown_unit_is_ignored(header: str) -> None:
-    decision = decide(header)
-    assert decision.outcome is RangeOutcome.IGNORED
-    assert decision.reason
-
-
-def test_huge_numbers_resolve_by_clamping() -> None:
-    assert decide("bytes=0-" + "9" * 100) == partial((0, 11))
-    assert decide("bytes=-" + "9" * 100) == partial((0, 11))
-    assert decide("bytes=" + "9" * 100 + "-").outcome is RangeOutcome.UNSATISFIABLE
-
-
-def test_overlong_number_is_ignored() -> None:
-    assert decide("bytes=0-" + "1" * (MAX_DIGITS + 1)).outcome is RangeOutcome.IGNORED
-
-
-def test_more_than_max_ranges_is_ignored() -> None:
-    at_limit = "bytes=" + ",".join(f"{i}-{i}" for i in range(100))
-    over_limit = "bytes=" + ",".join(f"{i}-{i}" for i in range(101))
-    assert decide(at_limit, size=1000) == partial((0, 100))
-    decision = decide(over_limit, size=1000)
-    assert decision.outcome is RangeOutcome.IGNORED
-    assert "max_ranges" in decision.reason
-
-
-def test_max_ranges_is_configurable() -> None:
-    limits = RangeLimits(max_ranges=2)
-    assert decide_ranges("bytes=0-0,2-2", None, 11, limits).outcome is RangeOutcome.PARTIAL
-    assert decide_ranges("bytes=0-0,2-2,4-4", None, 11, limits).outcome is RangeOutcome.IGNORED
-    with pytest.raises(ValueError, match="max_ranges"):
-        RangeLimits(max_ranges=0)
-
-
-def test_overlap_amplification_is_ignored() -> None:
-    assert decide("bytes=0-5,3-8").outcome is RangeOutcome.IGNORED
-    assert decide("bytes=0-4,3-8") == partial((0, 9))
-
-
-def test_partial_decision_requires_ranges() -> None:
-    with pytest.raises(ValueError, match="PARTIAL"):
-        RangeDecision(RangeOutcome.PARTIAL)
-    with pytest.raises(ValueError, match="PARTIAL"):
-        RangeDecision(RangeOutcome.IGNORED, (ByteRange(0, 1),))
-
-
-# --- decide_ranges: the ?range= parameter ------------------------------------------------------
-
-
-def test_query_range_alone() -> None:
-    assert decide(None, "20-345", size=1000) == partial((20, 326))
-    assert decide(None, "bytes=20-345", size=1000) == partial((20, 326))
-
-
-def test_query_and_header_for_the_same_bytes_agree() -> None:
-    assert decide("bytes=20-345", "20-345", size=1000) == partial((20, 326))
-    assert decide("bytes=20-345", "bytes=20-345", size=1000) == partial((20, 326))
-    assert decide("BYTES=0-1, 5-6", "0-1,5-6") == partial((0, 2), (5, 2))
-
-
-def test_query_and_header_that_differ_conflict() -> None:
-    assert decide("bytes=20-345", "20-346", size=1000).outcome is RangeOutcome.CONFLICT
-    assert decide("bytes=0-1,5-6", "5-6,0-1").outcome is RangeOutcome.CONFLICT
-    assert decide("bytes=0-10", "0-", size=11).outcome is RangeOutcome.CONFLICT
-
-
-def test_an_invalid_source_is_ignored_and_the_other_applies() -> None:
-    assert decide("bytes=x", "0-1") == partial((0, 2))
-    assert decide("items=0-1", "0-1") == partial((0, 2))
-    assert decide("bytes=0-1", "garbage") == partial((0, 2))
-    assert decide("bytes=x", "garbage").outcome is RangeOutcome.IGNORED
-
-
-def test_conflict_is_reported_before_unsatisfiable() -> None:
-    assert decide("bytes=100-", "200-").outcome is RangeOutcome.CONFLICT
+def test_coalesce(ranges: list[tuple[int, int]], expected: list[tuple[int, int]]) -> None:
+    assert coalesce([ByteRange(s, n) for s, n in ranges]) == [ByteRange(s, n) for s, n in expected]
 
 
 # --- properties --------------------------------------------------------------------------------
-
-# Text close to the grammar finds more edge cases than arbitrary unicode.
-range_alphabet = st.sampled_from(list("bytesBYTES=0123456789-,+ \t;*xé\u0661_"))
-near_range_text = st.lists(range_alphabet, max_size=40).map("".join)
-any_range_text = st.one_of(st.text(max_size=60), near_range_text)
-positions = st.integers(min_value=0, max_value=40)
-
-
-@st.composite
-def range_specs(draw: st.DrawFn) -> RangeSpec:
-    kind = draw(st.sampled_from(["closed", "open", "suffix"]))
-    if kind == "suffix":
-        return RangeSpec(None, draw(positions))
-    first = draw(positions)
-    if kind == "open":
-        return RangeSpec(first, None)
-    return RangeSpec(first, first + draw(positions))
 
 
 @settings(max_examples=150)
@@ -437,22 +245,6 @@ def test_parse_query_range_raises_only_range_parse_error(text: str) -> None:
     except RangeParseError:
         return
     assert specs
-
-
-@settings(max_examples=150)
-@given(
-    st.one_of(st.none(), any_range_text),
-    st.one_of(st.none(), any_range_text),
-    st.integers(min_value=0, max_value=50),
-)
-def test_decide_ranges_never_raises_and_partial_ranges_are_well_formed(
-    header: str | None, query: str | None, size: int
-) -> None:
-    decision = decide_ranges(header, query, size)
-    if decision.outcome is RangeOutcome.PARTIAL:
-        assert decision.ranges
-        assert all(r.stop <= size for r in decision.ranges)
-        assert list(decision.ranges) == coalesce(decision.ranges)
 
 
 @settings(max_examples=100)
@@ -494,19 +286,22 @@ def test_resolve_ranges_keeps_order_and_drops_unsatisfiable(
     assert resolve_ranges(specs, size) == expected
 
 
-byte_ranges = st.builds(
-    ByteRange, st.integers(min_value=0, max_value=60), st.integers(min_value=1, max_value=20)
-)
-
-
 @settings(max_examples=150)
 @given(st.lists(byte_ranges, max_size=10))
-def test_coalesced_ranges_are_sorted_disjoint_non_adjacent_and_cover_the_same_bytes(
+def test_coalesced_ranges_are_disjoint_cover_the_same_bytes_in_order_of_first_appearance(
     ranges: list[ByteRange],
 ) -> None:
     merged = coalesce(ranges)
-    for before, after in itertools.pairwise(merged):
-        assert before.stop < after.start
-    covered = {i for r in ranges for i in range(r.start, r.stop)}
-    assert {i for r in merged for i in range(r.start, r.stop)} == covered
+    assert_disjoint_and_apart(merged)
+    assert covered(merged) == covered(ranges)
+    # Each input lies inside exactly one part; parts come in the order of their first member.
+    owners = []
+    for r in ranges:
+        (owner,) = [
+            k for k, part in enumerate(merged) if part.start <= r.start < r.stop <= part.stop
+        ]
+        owners.append(owner)
+    first_members = [owners.index(k) for k in range(len(merged))]
+    assert first_members == sorted(first_members)
+    assert merged == coalesce_by_the_letter(ranges)
     assert coalesce(merged) == merged

@@ -77,6 +77,15 @@ def test_a_range_header_and_query_that_disagree_conflict() -> None:
         (206, {"Content-Range": "bytes 0-1/*"}, None),
         (416, {"Content-Range": "bytes */10"}, None),
         (304, {"Content-Length": "10"}, None),
+        # Not 1*DIGIT: no size, rather than int()'s ValueError or its idea of a digit.
+        (206, {"Content-Range": "bytes */\u00b2"}, None),
+        (206, {"Content-Range": "bytes 0-1/\u0661\u0660"}, None),
+        (206, {"Content-Range": "bytes 0-1/" + "9" * 5000}, None),
+        (206, {"Content-Range": "bytes 0-1/+10"}, None),
+        (206, {"Content-Range": "bytes 0-1/ 10"}, None),
+        (200, {"Content-Length": "1_0"}, None),
+        (200, {"Content-Length": "\u00b3"}, None),
+        (200, {"Content-Length": "0010"}, 10),
     ],
 )
 def test_representation_size_is_what_the_answer_reveals(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import pairwise
+from itertools import combinations
 
 import pytest
 from hypothesis import event, given, settings
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.support.multipart_reader import parse_byteranges, parse_content_range
 from trio_range.http.conditional import ConditionalRequest, Validators, format_http_date
-from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
+from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome, parse_range_header
 from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
 
 DATA = b"abcdefghijk"
@@ -88,7 +88,11 @@ def test_one_range_is_a_plain_206(header: str, content_range: str, data: bytes) 
         ("bytes=0-0,-2", [("bytes 0-0/11", b"a"), ("bytes 9-10/11", b"jk")]),
         ("bytes=0-1,5-8", [("bytes 0-1/11", b"ab"), ("bytes 5-8/11", b"fghi")]),
         ("bytes=0-1,5-", [("bytes 0-1/11", b"ab"), ("bytes 5-10/11", b"fghijk")]),
-        ("bytes=5-8,0-1", [("bytes 0-1/11", b"ab"), ("bytes 5-8/11", b"fghi")]),
+        # RFC 9110 §15.3.7.2: parts in the order the client asked for them.
+        ("bytes=5-8,0-1", [("bytes 5-8/11", b"fghi"), ("bytes 0-1/11", b"ab")]),
+        ("bytes=-2,0-0", [("bytes 9-10/11", b"jk"), ("bytes 0-0/11", b"a")]),
+        ("bytes=8-9,0-1,2-3", [("bytes 8-9/11", b"ij"), ("bytes 0-3/11", b"abcd")]),
+        ("bytes=4-6,0-1,5-9", [("bytes 4-9/11", b"efghij"), ("bytes 0-1/11", b"ab")]),
     ],
 )
 def test_several_ranges_are_a_multipart_206(header: str, parts: list[tuple[str, bytes]]) -> None:
@@ -384,9 +388,20 @@ def test_planned_ranges_serve_exactly_the_requested_bytes(case: tuple[bytes, str
                 for _, content_range, _ in parse_byteranges(body, p.header("Content-Type") or "")
             ]
         )
-        # Every byte served was asked for, each once, in order.
-        starts = [first for first, _, _ in served]
-        assert starts == sorted(starts)
-        assert all(last + 1 < next_first for (_, last, _), (next_first, _, _) in pairwise(served))
+        # Every byte served was asked for, each once, the parts apart from each other ...
+        for (first_a, last_a, _), (first_b, last_b, _) in combinations(served, 2):
+            assert last_a + 1 < first_b or last_b + 1 < first_a
+        # ... and in the order of the first spec each part answers (RFC 9110 §15.3.7.2).
+        asked = [
+            r for r in (s.resolve(len(data)) for s in parse_range_header(header)) if r is not None
+        ]
+        first_asks = [
+            next(k for k, r in enumerate(asked) if first <= r.start and r.stop <= last + 1)
+            for first, last, _ in served
+        ]
+        assert first_asks == sorted(first_asks)
+        assert {i for r in asked for i in range(r.start, r.stop)} == {
+            i for first, last, _ in served for i in range(first, last + 1)
+        }
     else:
         assert p.status in (200, 416)

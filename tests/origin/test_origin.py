@@ -153,6 +153,20 @@ async def test_several_ranges_answer_a_strict_multipart_body(origin_url: str) ->
     assert [data for _, _, data in parts] == [BIG[0:100], BIG[500:600], BIG[-10:]]
 
 
+async def test_multipart_parts_come_in_the_order_the_client_asked(origin_url: str) -> None:
+    # RFC 9110 §15.3.7.2: parts in the order of the range-specs; 0-9 and 10-19 touch, so they
+    # are one part, in the place of 10-19, the first of the two.
+    response = await get(origin_url + "/", headers={"Range": "bytes=-10,10-19,500-599,0-9"})
+    assert response.status_code == 206
+    parts = parse_byteranges(response.content, response.headers["content-type"])
+    assert [cr for _, cr, _ in parts] == [
+        f"bytes {len(BIG) - 10}-{len(BIG) - 1}/{len(BIG)}",
+        f"bytes 0-19/{len(BIG)}",
+        f"bytes 500-599/{len(BIG)}",
+    ]
+    assert [data for _, _, data in parts] == [BIG[-10:], BIG[0:20], BIG[500:600]]
+
+
 async def test_overlapping_ranges_coalesce_into_one_plain_206(origin_url: str) -> None:
     response = await get(origin_url + "/media/small.bin", headers={"Range": "bytes=0-4,3-7"})
     assert response.status_code == 206

@@ -13,6 +13,8 @@ import re
 import time
 from dataclasses import dataclass
 
+from trio_range.http.grammar import strip_ows
+
 __all__ = [
     "ConditionalRequest",
     "EntityTag",
@@ -26,8 +28,6 @@ __all__ = [
     "parse_entity_tag_list",
     "parse_http_date",
 ]
-
-_OWS = " \t"
 
 # IMF-fixdate can only spell years 0001-9999 (4DIGIT); outside that a date is not sent.
 _MIN_HTTP_DATE = calendar.timegm((1, 1, 1, 0, 0, 0))
@@ -66,7 +66,7 @@ _ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 
 def parse_entity_tag(text: str) -> EntityTag | None:
     """One entity-tag (OWS around it allowed), or None when the text is not one."""
-    match = _ENTITY_TAG.fullmatch(text.strip(_OWS))
+    match = _ENTITY_TAG.fullmatch(strip_ows(text))
     if match is None:
         return None
     return EntityTag(match.group(2), weak=match.group(1) is not None)
@@ -86,8 +86,9 @@ def _split_list(value: str) -> list[str]:
         else:
             current.append(char)
     items.append("".join(current))
-    # RFC 9110 §5.6.1: "a recipient MUST accept empty list elements".
-    return [item.strip(_OWS) for item in items if item.strip(_OWS)]
+    # RFC 9110 §5.6.1.2: "a recipient MUST parse and ignore a reasonable number of empty list
+    # elements".
+    return [member for member in map(strip_ows, items) if member]
 
 
 def parse_entity_tag_list(value: str) -> list[EntityTag | None]:
@@ -101,7 +102,7 @@ def parse_entity_tag_list(value: str) -> list[EntityTag | None]:
 
 def _is_wildcard(value: str) -> bool:
     # If-Match = "*" / #entity-tag: "*" is the whole field value, not a list member.
-    return value.strip(_OWS) == "*"
+    return strip_ows(value) == "*"
 
 
 def format_http_date(ts: int) -> str:
@@ -148,7 +149,7 @@ def parse_http_date(value: str, *, now: int | None = None) -> int | None:
     three HTTP-date formats." ``now`` (default: the clock) only matters for the two-digit year
     of the obsolete RFC 850 form.
     """
-    text = value.strip(_OWS)
+    text = strip_ows(value)
     if match := _IMF_FIXDATE.fullmatch(text):
         day, month, year, hour, minute, second = match.groups()
         return _timestamp(
@@ -302,7 +303,7 @@ def if_range_allows_range(if_range: str | None, v: Validators) -> bool:
     """
     if if_range is None:
         return True
-    text = if_range.strip(_OWS)
+    text = strip_ows(if_range)
     if text.startswith(('"', 'W/"')):
         tag = parse_entity_tag(text)
         current = v.entity_tag

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from trio_range.http.grammar import OWS, TCHAR, is_token, parse_digits, split_list
+
 __all__ = [
     "HOP_BY_HOP",
     "connection_options",
@@ -42,17 +44,6 @@ HOP_BY_HOP: frozenset[str] = frozenset(
 # The proxy relays GET and HEAD only: a request body and its framing never go upstream.
 _REQUEST_BODY_FIELDS = frozenset({"content-length", "expect"})
 
-# RFC 9110 §5.6.2: tchar, the characters of a token (a Via pseudonym must be one, §7.6.3).
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def _split_list(value: str) -> list[str]:
-    """The non-empty members of a comma-separated list field, whitespace trimmed (§5.6.1).
-
-    "a recipient MUST parse and ignore a reasonable number of empty list elements".
-    """
-    return [member for member in (part.strip(" \t") for part in value.split(",")) if member]
-
 
 def connection_options(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Lower-cased field names listed by every Connection field in ``headers``.
@@ -62,7 +53,7 @@ def connection_options(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     options: set[str] = set()
     for name, value in headers:
         if name.lower() == "connection":
-            options.update(member.lower() for member in _split_list(value))
+            options.update(member.lower() for member in split_list(value))
     return frozenset(options)
 
 
@@ -100,13 +91,14 @@ def via_value(name: str, protocol_version: str = "1.1") -> str:
     >>> via_value("trio-range", "HTTP/1.0")
     '1.0 trio-range'
     """
-    # received-by = pseudonym [ ":" port ]; our name is configuration, so refuse anything that
-    # would corrupt the list (a comma or a space) rather than send it.
+    # received-by = pseudonym [ ":" port ]; port = *DIGIT (RFC 3986). Our name is
+    # configuration, so refuse anything that would corrupt the list (a comma, a space) rather
+    # than send it.
     pseudonym, colon, port = name.partition(":")
-    if not pseudonym or not set(pseudonym) <= _TCHAR or (colon and not port.isdigit()):
+    if not is_token(pseudonym) or (colon and parse_digits(port) is None):
         raise ValueError(f"Via name must be a token or token:port, got {name!r}")
     version = _normalise_protocol_version(protocol_version)
-    if not version or not set(version) <= _TCHAR | {"/"}:
+    if not version or not set(version) <= TCHAR | {"/"}:
         raise ValueError(f"not a protocol version: {protocol_version!r}")
     return f"{version} {name}"
 
@@ -117,7 +109,7 @@ def _combined(headers: Iterable[tuple[str, str]], lower_name: str) -> list[str]:
     Values are kept whole rather than split at commas: a Via comment may hold a comma. Only
     the outer whitespace and stray outer commas go, so the joined list has no empty member.
     """
-    values = (value.strip(" \t,") for name, value in headers if name.lower() == lower_name)
+    values = (value.strip(OWS + ",") for name, value in headers if name.lower() == lower_name)
     return [value for value in values if value]
 
 

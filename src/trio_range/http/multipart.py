@@ -12,15 +12,13 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from trio_range.http.grammar import has_forbidden_field_chars, is_token
 from trio_range.http.ranges import ByteRange
 
 __all__ = ["MultipartByteranges", "new_boundary", "segment_length"]
 
 # RFC 2046 §5.1.1: boundary := 0*69<bchars> bcharsnospace, 1 to 70 characters.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# A field value must not carry CR, LF or NUL (RFC 9110 §5.5), or it would forge header lines.
-_FORBIDDEN_IN_FIELD = re.compile(r"[\x00\r\n]")
 
 
 def new_boundary() -> str:
@@ -49,7 +47,7 @@ class MultipartByteranges:
     def __post_init__(self) -> None:
         if not _BOUNDARY.fullmatch(self.boundary):
             raise ValueError(f"invalid multipart boundary {self.boundary!r}")
-        if _FORBIDDEN_IN_FIELD.search(self.content_type):
+        if has_forbidden_field_chars(self.content_type):
             raise ValueError(f"CR, LF or NUL in content type {self.content_type!r}")
         # Raises UnicodeEncodeError, a ValueError, for text no HTTP/1.1 header can carry.
         self.content_type.encode("latin-1")
@@ -65,7 +63,7 @@ class MultipartByteranges:
         # RFC 9110 §5.6.6: a parameter value that is not a token is a quoted-string; bchars
         # are all qdtext, so quoting needs no escapes.
         boundary = self.boundary
-        if not _TOKEN.fullmatch(boundary):
+        if not is_token(boundary):
             boundary = f'"{boundary}"'
         return f"multipart/byteranges; boundary={boundary}"
 

@@ -9,11 +9,11 @@ the policy, except that an invalid Range is ignored (200) rather than answered w
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trio_range.errors import RangeParseError
+from trio_range.http.grammar import MAX_DIGITS, is_token, parse_digits, split_list, strip_ows
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -77,10 +77,6 @@ class RangeSpec:
         if self.first is not None and self.last is not None and self.last < self.first:
             raise ValueError(f"last < first in {self}")
 
-    @property
-    def is_suffix(self) -> bool:
-        return self.first is None
-
     def wire(self) -> str:
         """The spec as written in a Range header: ``a-b``, ``a-`` or ``-n``."""
         first = "" if self.first is None else str(self.first)
@@ -109,24 +105,13 @@ class RangeSpec:
         return ByteRange(self.first, stop - self.first)
 
 
-# RFC 9110 §5.6.1: OWS = *( SP / HTAB ). Only ASCII digits: int() alone would also accept
-# "+5", " 5", "1_000" and non-ASCII digits, none of which is a DIGIT.
-_OWS = " \t"
-_DIGITS = re.compile(r"[0-9]+")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-# Python refuses int() on more than 4300 digits (CVE-2020-10735); no file is anywhere near
-# 10**1000 bytes, so a longer number is treated as garbage and the Range ignored.
-MAX_DIGITS = 1000
-
-
 def _parse_int(text: str) -> int:
-    if not _DIGITS.fullmatch(text):
-        raise RangeParseError(f"not a number: {text[:40]!r}")
-    significant = text.lstrip("0")
-    if len(significant) > MAX_DIGITS:
-        raise RangeParseError(f"number longer than {MAX_DIGITS} digits")
-    return int(significant or "0")
+    # RFC 9110 §14.1.1: first-pos = 1*DIGIT, last-pos = 1*DIGIT, suffix-length = 1*DIGIT. A
+    # number too long for any file makes the Range garbage, ignored like any other.
+    value = parse_digits(text)
+    if value is None:
+        raise RangeParseError(f"not a number of at most {MAX_DIGITS} digits: {text[:40]!r}")
+    return value
 
 
 def _parse_spec(text: str) -> RangeSpec:
@@ -148,9 +133,9 @@ def _parse_spec(text: str) -> RangeSpec:
 
 
 def _parse_range_set(text: str) -> tuple[RangeSpec, ...]:
-    # range-set = 1#range-spec. RFC 9110 §5.6.1: "a recipient MUST accept empty list elements",
-    # and OWS may surround each comma.
-    specs = tuple(_parse_spec(item.strip(_OWS)) for item in text.split(",") if item.strip(_OWS))
+    # range-set = 1#range-spec: OWS may surround each comma, and RFC 9110 §5.6.1.2 "a recipient
+    # MUST parse and ignore a reasonable number of empty list elements".
+    specs = tuple(_parse_spec(item) for item in split_list(text))
     if not specs:
         raise RangeParseError("empty range set")
     return specs
@@ -164,8 +149,9 @@ def parse_range_header(value: str) -> tuple[RangeSpec, ...]:
     """
     # Field values arrive without leading/trailing OWS (RFC 9110 §5.5); trim for callers
     # that pass raw text.
-    unit, equals, range_set = value.strip(_OWS).partition("=")
-    if not equals or not _TOKEN.fullmatch(unit):
+    # ranges-specifier = range-unit "=" range-set; range-unit = token.
+    unit, equals, range_set = strip_ows(value).partition("=")
+    if not equals or not is_token(unit):
         raise RangeParseError(f"not a ranges-specifier: {value[:40]!r}")
     # RFC 9110 §14.1: "range units are compared in a case-insensitive manner".
     if unit.lower() != "bytes":
@@ -183,30 +169,38 @@ def parse_query_range(value: str) -> tuple[RangeSpec, ...]:
     """
     if "=" in value:
         return parse_range_header(value)
-    return _parse_range_set(value.strip(_OWS))
+    return _parse_range_set(value)
 
 
 def resolve_ranges(specs: Iterable[RangeSpec], size: int) -> list[ByteRange]:
-    """Resolve each spec against ``size``, dropping unsatisfiable ones and keeping order."""
+    """Resolve each spec against ``size``, dropping unsatisfiable ones, in request order."""
     resolved = (spec.resolve(size) for spec in specs)
     return [r for r in resolved if r is not None]
 
 
 def coalesce(ranges: Iterable[ByteRange]) -> list[ByteRange]:
-    """Sort by start and merge ranges that overlap or touch.
+    """Merge ranges that overlap or touch; keep the order in which the client asked.
 
-    RFC 9110 §14.6 allows it ("a server MAY coalesce any of the ranges that overlap, or that
-    are separated by a gap that is smaller than the overhead of sending multiple parts"); merging
-    adjacent ones as well means no byte is sent twice and parts never abut.
+    RFC 9110 §14.6 allows the merge ("a server MAY coalesce any of the ranges that overlap, or
+    that are separated by a gap that is smaller than the overhead of sending multiple parts");
+    merging adjacent ones as well means no byte is sent twice and parts never abut. §15.3.7.2
+    fixes the order: "the server SHOULD send the parts in the order that the range-specs
+    appeared in the Range header, excluding those that were unsatisfiable or were coalesced
+    into other parts". A merged range takes the place of its first member in request order;
+    ``5-6,0-1`` stays ``5-6,0-1``, and in ``8-9,0-1,2-3`` the merged ``0-3`` takes ``0-1``'s place.
     """
-    merged: list[ByteRange] = []
-    for r in sorted(ranges, key=lambda r: (r.start, r.length)):
-        if merged and r.start <= merged[-1].stop:
-            last = merged[-1]
-            merged[-1] = ByteRange(last.start, max(last.stop, r.stop) - last.start)
+    # Sweep by start to find the groups of ranges that touch (a later range may join two
+    # earlier groups), remembering each group's first position in the request.
+    by_start = sorted(enumerate(ranges), key=lambda item: item[1].start)
+    groups: list[tuple[int, ByteRange]] = []
+    for position, r in by_start:
+        if groups and r.start <= groups[-1][1].stop:
+            first, last = groups[-1]
+            merged = ByteRange(last.start, max(last.stop, r.stop) - last.start)
+            groups[-1] = (min(first, position), merged)
         else:
-            merged.append(r)
-    return merged
+            groups.append((position, r))
+    return [r for _, r in sorted(groups, key=lambda group: group[0])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +212,9 @@ class RangeLimits:
       exceeds the size, the Range is ignored (200). That catches ``0-,1-,2-,3-,4-`` and heavy
       overlap, and never refuses a legitimate request: ranges a client needs never ask for more
       bytes than the file has.
+
+    Neither depends on the order of the specs (a count and a sum), so a client cannot get past
+    them by shuffling its ranges.
     """
 
     max_ranges: int = 100
@@ -239,7 +236,9 @@ class RangeOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RangeDecision:
-    """The outcome; for PARTIAL, ``ranges`` is sorted, coalesced and non-empty.
+    """The outcome; for PARTIAL, ``ranges`` is non-empty and went through :func:`coalesce`.
+
+    So partial ranges are disjoint, never adjacent, and in the order the client asked for them.
 
     ``reason`` is a short text for log lines, not for clients, so it takes no part in equality.
     """

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from trio_range.errors import RangeParseError
+from trio_range.http.grammar import parse_digits
 from trio_range.http.ranges import format_range_header, parse_query_range, parse_range_header
 
 
@@ -66,13 +67,16 @@ def range_for_upstream(range_header: str | None, query_value: str | None) -> str
 
 
 def representation_size(status: int, headers: Mapping[str, str]) -> int | None:
-    """The full size an upstream answer reveals: a 200's length or a 206's complete-length."""
+    """The full size an upstream answer reveals: a 200's length or a 206's complete-length.
+
+    None when the answer does not say, or says it in anything but ``1*DIGIT`` (RFC 9110 §8.6,
+    §14.4): an upstream's header is input, and int() would raise on "²" or 5000 digits.
+    """
     if status == 200:
-        length = headers.get("Content-Length", "")
-        return int(length) if length.isdigit() else None
+        return parse_digits(headers.get("Content-Length", ""))
     if status == 206:
         _, _, complete = headers.get("Content-Range", "").rpartition("/")
-        return int(complete) if complete.isdigit() else None
+        return parse_digits(complete)
     return None
 
 

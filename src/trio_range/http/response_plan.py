@@ -8,7 +8,6 @@ headers, and copies each :class:`ByteRange` of the body from the file (nothing f
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from trio_range.http.conditional import (
     evaluate_preconditions,
     if_range_allows_range,
 )
+from trio_range.http.grammar import has_forbidden_field_chars
 from trio_range.http.multipart import MultipartByteranges, new_boundary, segment_length
 from trio_range.http.ranges import (
     DEFAULT_LIMITS,
@@ -31,8 +31,6 @@ from trio_range.http.ranges import (
 )
 
 __all__ = ["Representation", "ResponsePlan", "plan_response"]
-
-_FORBIDDEN_IN_FIELD = re.compile(r"[\x00\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +46,7 @@ class Representation:
             raise ValueError(f"negative size {self.size}")
         for value in (self.content_type, self.validators.etag or ""):
             # Field values must not forge header lines, and must fit HTTP/1.1's latin-1 bytes.
-            if _FORBIDDEN_IN_FIELD.search(value):
+            if has_forbidden_field_chars(value):
                 raise ValueError(f"CR, LF or NUL in field value {value!r}")
             value.encode("latin-1")
 

@@ -1,8 +1,10 @@
 """Limits checked before a request reaches its view: overload and oversized requests.
 
-They run as a Quart ``before_request`` hook, so their answers go through the app's error pages
-and after-request hooks (the proxy's Via included), and they apply whether the app runs under
-``trio-range`` or under ``hypercorn -k trio``.
+What a request head alone earns (400, 414, 431) is decided by :mod:`trio_range.http.limits`;
+this module is its Quart glue, and holds the checks that need Quart's router or the app's
+state (non-canonical paths, ``max_streams``). They run as a Quart ``before_request`` hook, so
+their answers go through the app's error pages and after-request hooks (the proxy's Via
+included), and they apply whether the app runs under ``trio-range`` or ``hypercorn -k trio``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from quart import Response, request
 from werkzeug.routing import RequestRedirect
 
 from trio_range.config import ServerConfig
+from trio_range.http.limits import check_request_head
 from trio_range.server.app import RangeApp
 from trio_range.server.common import not_found, plain
 
@@ -23,17 +26,9 @@ log = logging.getLogger("trio_range")
 _EXEMPT_FROM_OVERLOAD = frozenset({"/healthz"})
 
 
-def request_head_bytes(
-    method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
-) -> int:
-    """The size of the request line and header block as sent (CRLFs and ": " included)."""
-    target = len(raw_path) + (len(query) + 1 if query else 0)
-    line = len(method) + 1 + target + len(" HTTP/1.1\r\n")
-    return line + sum(len(name) + len(value) + 4 for name, value in headers) + 2
-
-
 def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
-    """Answer 414/431 to oversized requests and 503 with Retry-After past ``max_streams``."""
+    """Refuse bad request heads (400, 414, 431), answer non-canonical paths (404, 308), and
+    refuse past ``max_streams`` (503 with Retry-After)."""
     exempt = _EXEMPT_FROM_OVERLOAD | {config.stats_path, config.metrics_path}
 
     @app.before_request
@@ -41,22 +36,12 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
         scope = request.scope
         raw_path: bytes = scope.get("raw_path") or b""
         query: bytes = scope.get("query_string", b"")
-        names = [name.lower() for name, _ in scope["headers"]]
-        if b"transfer-encoding" in names and b"content-length" in names:
-            # RFC 9112 §6.1: such a message "ought to be handled as an error", and the server
-            # "MUST close the connection after responding": the bytes after the body are a
-            # request smuggled past whoever framed the message by its Content-Length.
-            log.warning("400: both Transfer-Encoding and Content-Length")
-            return plain(400, "Bad Request", Connection="close")
-        # h11 enforces its limit only across reads: a header block that arrives in one read
-        # passes whatever its size (docs/references.md), so the limit is checked here again.
-        if len(raw_path) + len(query) > config.max_header_bytes:
-            log.warning("414: request target of %d bytes", len(raw_path) + len(query))
-            return plain(414, "URI Too Long")
-        size = request_head_bytes(request.method, raw_path, query, list(scope["headers"]))
-        if size > config.max_header_bytes:
-            log.warning("431: request head of %d bytes", size)
-            return plain(431, "Request Header Fields Too Large")
+        refusal = check_request_head(
+            request.method, raw_path, query, scope["headers"], config.max_header_bytes
+        )
+        if refusal is not None:
+            log.warning("%s", refusal.log_message)
+            return plain(refusal.status, refusal.reason, **dict(refusal.headers))
         redirect = request.routing_exception
         if isinstance(redirect, RequestRedirect):
             # Werkzeug's router answers a non-canonical path (dot segments, "//") with a
