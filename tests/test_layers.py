@@ -167,3 +167,19 @@ def test_benchmarks_and_tests_do_not_import_each_other() -> None:
                     if module.partition(".")[0] == forbidden
                 ]
     assert crossings == []
+
+
+def test_importing_the_protocol_layer_loads_no_io_library() -> None:
+    # The direct-import check above misses an import made through a lower layer: this one
+    # loads every http/ module in a fresh interpreter and looks at what came with them.
+    modules = [m for m, _ in MODULES if m.startswith("trio_range.http.")]
+    code = (
+        "import importlib, sys; before = set(sys.modules); "  # os is there at start-up
+        f"[importlib.import_module(m) for m in {modules!r}]; "
+        "print(sorted(m for m in set(sys.modules) - before "
+        f"if m.partition('.')[0] in {sorted(NOT_PURE)!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
