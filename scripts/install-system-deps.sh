@@ -19,6 +19,10 @@ declare -A wanted=(
   [redis-server]=redis-server
   # make bench measures request rates with wrk.
   [wrk]=wrk
+  # GDAL's command-line programs (no Python bindings) read rasters over /vsicurl/: a
+  # range-request client that seeks through a file.
+  [gdalinfo]=gdal-bin
+  [gdal_translate]=gdal-bin
 )
 
 missing=()
