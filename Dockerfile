@@ -9,10 +9,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# The locked dependencies first, hash-checked (requirements/run.txt: runtime only, the versions
+# `make test` ran against), in their own layer: a change to src/ does not reinstall them.
+COPY requirements/run.txt ./requirements/run.txt
+RUN pip install --require-hashes -r requirements/run.txt
 # pyproject.toml names README.md as the package's readme: the build needs it.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install . \
+# Then the package alone, built by the locked setuptools; pip check fails on a stale lock.
+RUN pip install . --no-deps --no-build-isolation \
+    && pip check \
     && rm -rf /src \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin trio-range
 
