@@ -8,14 +8,14 @@ declare -A wanted=(
   [nginx]=nginx-light
   [curl]=curl
   [wget]=wget
-  # tests/test_stats.py renders the dashboard page in headless Chromium.
+  # tests/stats/test_stats.py renders the dashboard page in headless Chromium.
   [chromium]=chromium
-  # tests/test_real_clients.py reads and seeks the video over HTTP; test_player.py makes a long clip.
+  # tests/test_real_clients.py reads and seeks the video over HTTP; tests/origin/test_player.py makes a long clip.
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   # tests/test_deployment.py validates docker-compose.yml offline (no Docker engine needed).
   [docker-compose]=docker-compose
-  # tests/test_stats_redis.py starts its own redis-server (the Redis statistics backend).
+  # tests/stats/test_stats_redis.py starts its own redis-server (the Redis statistics backend).
   [redis-server]=redis-server
   # make bench measures request rates with wrk.
   [wrk]=wrk
