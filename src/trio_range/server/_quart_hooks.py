@@ -3,10 +3,12 @@
 Quart documents ``Quart.asgi_http_class`` as the class that serves each HTTP request; the class
 it names (``quart.asgi.ASGIHTTPConnection``, and Quart-Trio's subclass
 ``quart_trio.asgi.TrioASGIHTTPConnection``) is not documented API. trio_range replaces its
-``__call__`` (connection.py says why) and reuses three of its methods, reached only through
-:class:`QuartConnection` below. ``HOOKED`` lists each with the shape the hook expects;
-tests/server/test_hooks.py checks them, so an upgrade that renames or reshapes one fails
-there instead of serving wrongly. (Quart and Quart-Trio are one project, released together.)
+``__call__`` (connection.py says why) and reuses two of its methods, reached only through
+:class:`QuartConnection` below. It does not reuse ``_send_response``, which lowercases every
+header name: connection.py sends responses through Quart's public ``Response`` API.
+``HOOKED`` lists each use with the shape the hook expects; tests/server/test_hooks.py checks
+them, so an upgrade that renames or reshapes one fails there instead of serving wrongly.
+(Quart and Quart-Trio are one project, released together.)
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from __future__ import annotations
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
 from quart.asgi import ASGIHTTPConnection
-from quart.wrappers import Request, Response
+from quart.wrappers import Request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
-from werkzeug.wrappers import Response as WerkzeugResponse
 
 from trio_range.server.hooks_check import Hook
 
@@ -28,7 +29,6 @@ HOOKED: tuple[Hook, ...] = (
     Hook(ASGIHTTPConnection, "__init__", ("self", "app", "scope")),
     Hook(ASGIHTTPConnection, "_create_request_from_scope", ("self", "send")),
     Hook(ASGIHTTPConnection, "handle_messages", ("self", "request", "receive")),
-    Hook(ASGIHTTPConnection, "_send_response", ("self", "send", "response")),
     Hook(TrioASGIHTTPConnection, "__call__", ("self", "receive", "send")),
 )
 
@@ -52,9 +52,3 @@ class QuartConnection(TrioASGIHTTPConnection):
         response, kills Hypercorn's keep-alive timer (connection.py).
         """
         await ASGIHTTPConnection.handle_messages(self, request, receive)
-
-    async def send_quart_response(
-        self, send: ASGISendCallable, response: Response | WerkzeugResponse
-    ) -> None:
-        """Send ``response`` as ASGI messages (``ASGIHTTPConnection._send_response``)."""
-        await self._send_response(send, response)

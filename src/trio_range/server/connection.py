@@ -19,7 +19,8 @@ Body items are bytes, or :class:`~trio_range.server.file_region.FileRegion` item
 connection hands to the server's sendfile writer; whether a region is sent or read is the
 origin's choice (origin/file_body.py), made where the file is known.
 
-It also applies no ``RESPONSE_TIMEOUT``: a paused video legitimately streams for hours.
+It also applies no ``RESPONSE_TIMEOUT``: a paused video legitimately streams for hours, and
+sends header names as the app set them (:func:`send_response`), where Quart lowercases them.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
-from quart.wrappers import Request
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+)
+from quart.wrappers import Request, Response
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from trio_range.errors import StreamAborted
 from trio_range.server._hypercorn_hooks import client_gone
@@ -125,7 +133,7 @@ class RangeHTTPConnection(QuartConnection):
         response = await self.app.handle_request(request)
         observed = _ObservedSend(send, send_file, exchange, complete, self.app.observer)
         try:
-            await self.send_quart_response(observed, response)
+            await send_response(observed, response)
         except _ClientGone:
             pass  # completed or aborted: __call__ decides by the bytes delivered
         except StreamAborted as error:
@@ -147,6 +155,57 @@ class RangeHTTPConnection(QuartConnection):
                 "aborted %s %s after %d bytes", exchange.method, exchange.path, exchange.bytes_sent
             )
         nursery.cancel_scope.cancel()
+
+
+async def send_response(send: ASGISendCallable, response: Response | WerkzeugResponse) -> None:
+    """Send ``response`` as ASGI messages, each header name spelled as the app set it.
+
+    This replaces Quart's ``ASGIHTTPConnection._send_response``, whose ``encode_headers``
+    (quart/utils.py) lowercases every name. RFC 9110 §5.1 makes field names case-insensitive,
+    but some clients read them literally: GDAL's /vsicurl/ searches a multi-range answer for the
+    exact bytes ``Content-Type: multipart/byteranges; boundary=`` and, not finding them,
+    retries and falls back to one request per range. nginx, Apache and Go send canonical
+    names; every name our apps set is canonical (``Content-Range``, ``ETag``), and the proxy's
+    relayed names are the upstream's own (proxy/relay.py). Built on Quart's public ``Response``
+    API (status, headers, the body's async iterator), like the method it replaces: a
+    Werkzeug response's body is a plain iterable, and ``str`` items are sent as UTF-8.
+    """
+    start = {
+        "type": "http.response.start",
+        "status": response.status_code,
+        "headers": [
+            (_field_bytes(name), _field_bytes(value)) for name, value in response.headers.items()
+        ],
+    }
+    await send(cast(HTTPResponseStartEvent, start))
+    if isinstance(response, WerkzeugResponse):
+        for data in response.response:
+            await _send_body(send, data)
+    else:
+        async with response.response as body:
+            async for data in body:
+                await _send_body(send, data)
+    await send(
+        cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": b"", "more_body": False})
+    )
+
+
+async def _send_body(send: ASGISendCallable, data: object) -> None:
+    # FileRegion items pass as they are: _ObservedSend hands them to the sendfile writer.
+    body = data.encode() if isinstance(data, str) else data
+    await send(
+        cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": body, "more_body": True})
+    )
+
+
+def _field_bytes(text: str) -> bytes:
+    # The proxy decodes relayed fields as latin-1 (proxy/relay.py), so encoding back the same
+    # way restores the upstream's bytes exactly. A value of ours beyond latin-1 goes as UTF-8,
+    # as Quart sends every value.
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode()
 
 
 class _ObservedSend:
