@@ -99,8 +99,15 @@ async def relay(site: ProxySite) -> Response:
     )
     del relayed.headers["Content-Type"]
     del relayed.headers["Content-Length"]
+    # The upstream's fields as it sent them: httpx's raw names keep their case (multi_items()
+    # would lowercase them) and latin-1 gives back every byte (connection.send_response
+    # encodes them the same way). Clients that read names literally (GDAL) then see what they
+    # would see from the upstream itself.
+    upstream_fields = [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw
+    ]
     for name, value in response_headers_for_client(
-        response.headers.multi_items(),
+        upstream_fields,
         via_name=site.config.via_name,
         upstream_http_version=response.http_version.removeprefix("HTTP/"),
         upstream_base=site.upstream.base_url,
