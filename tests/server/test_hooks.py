@@ -87,6 +87,8 @@ async def test_hypercorn_instance_attributes_the_hooks_use_exist() -> None:
             )
             assert isinstance(wrapper.protocol, H11Protocol)
             assert isinstance(wrapper.protocol.connection, h11.Connection)
+            assert wrapper.protocol.config is config
+            assert isinstance(wrapper.protocol.keep_alive_requests, int)
             http_stream = HTTPStream(app, config, context, task_group, False, None, None, send, 1)
             assert http_stream.closed is False
             assert _hypercorn_hooks.client_gone(http_stream.app_send) is False

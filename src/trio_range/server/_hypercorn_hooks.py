@@ -4,7 +4,8 @@ Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``; the pieces of i
 loop (``Lifespan``, ``WorkerContext``, ``TCPServer``, ``wrap_app``) and the attributes of its
 protocol objects are not API. trio_range runs its own worker loop (serving.py) out of those
 pieces to add a connection limit, graceful shutdown with a grace period, and sendfile, and
-replaces three behaviours of the connection handler. Each hook below names the upstream lines
+replaces three behaviours of the connection handler and two of its HTTP/1.1 writer (the status
+line and the header names it writes, :class:`_WireFormat`). Each hook below names the upstream lines
 it replaces or reads and why. ``HOOKED`` lists every attribute touched here with the shape the
 hook expects: tests/server/test_hooks.py checks each one, so an upgrade that renames or
 reshapes one fails loudly there instead of leaving a server whose keep-alive timer, sendfile
@@ -14,13 +15,17 @@ path or byte accounting silently stopped working.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any, cast
 
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.lifespan import Lifespan
@@ -30,6 +35,7 @@ from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
+from trio_range.http.conditional import format_http_date
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
 
@@ -56,6 +62,11 @@ HOOKED: tuple[Hook, ...] = (
     Hook(TrioSingleTask, "stop", ("self",)),
     Hook(TaskGroup, "spawn", ("self", "func", "args")),
     Hook(H11Protocol, "handle", ("self", "event")),
+    Hook(H11Protocol, "stream_send", ("self", "event")),
+    Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
+    Hook(H11Protocol, "_send_h11_event", ("self", "event")),
+    Hook(HypercornConfig, "response_headers", ("self", "protocol")),
+    Hook(HypercornConfig, "keep_alive_max_requests", None),
     Hook(HTTPStream, "app_send", ("self", "message")),
     Hook(Lifespan, "__init__", ("self", "app", "config", "state")),
     Hook(Lifespan, "handle_lifespan", ("self", "task_status")),
@@ -65,7 +76,8 @@ HOOKED: tuple[Hook, ...] = (
     Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
     # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
     # send_lock, stream, config and context; ProtocolWrapper.protocol (the H11Protocol) and
-    # its .connection (the h11.Connection); WorkerContext.terminated; HTTPStream.closed.
+    # its .connection (the h11.Connection), .config and .keep_alive_requests;
+    # WorkerContext.terminated; HTTPStream.closed.
 )
 
 
@@ -160,6 +172,101 @@ class _KeepAliveTimer:
                 await self._close()
 
 
+# The fields Hypercorn adds itself (``Config.response_headers``, and ``H11Protocol.stream_send``
+# and ``_send_error_response``), in lower case there; spelled here as nginx, Apache and Go
+# spell them.
+_CANONICAL_NAMES = {
+    b"date": b"Date",
+    b"server": b"Server",
+    b"alt-svc": b"Alt-Svc",
+    b"connection": b"Connection",
+    b"content-length": b"Content-Length",
+}
+
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]. Optional, and "a
+# client SHOULD ignore the reason-phrase content", but every common server sends the standard
+# one and Hypercorn sends none ("HTTP/1.1 206 "). The phrases are RFC 9110's (§15), whatever
+# the Python version: 3.11's table still has RFC 7231's names for these four.
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus} | {
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    416: b"Range Not Satisfiable",
+    422: b"Unprocessable Content",
+}
+
+
+def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
+    """Hypercorn's own fields for a response (Date, Server, Alt-Svc, as configured), canonical."""
+    return [
+        (_CANONICAL_NAMES.get(name, name), value) for name, value in config.response_headers("h11")
+    ]
+
+
+class _WireFormat:
+    """Hypercorn's HTTP/1.1 responses with a reason phrase and canonical names for its fields.
+
+    Installed on one connection's ``H11Protocol`` (``hypercorn/protocol/h11.py``), it replaces:
+
+    - the final-response branch of ``stream_send``, which builds ``h11.Response`` without a
+      reason and appends ``date`` (and ``connection: close`` past ``keep_alive_max_requests``)
+      in lower case. Same fields in the same order here; the app's names are left as the app
+      sent them (connection.send_response keeps them, the proxy's are the upstream's). Every
+      other event goes to Hypercorn's own ``stream_send``.
+    - ``_send_error_response``: the answer to a request h11 rejects before any app code runs
+      (400 for a malformed request, 431 for an oversized head). Same fields, canonical, plus a
+      Date if Hypercorn's is off (the proxy's: its own answers carry one) and the server's
+      ``error_headers`` (the proxy's Via: RFC 9110 §7.6.3 wants it on every message it sends).
+
+    h11 writes names with the case it is given and the reason it is given.
+    """
+
+    __slots__ = ("_error_headers", "_hypercorn_stream_send", "_protocol")
+
+    def __init__(self, protocol: H11Protocol, error_headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self._protocol = protocol
+        self._hypercorn_stream_send = protocol.stream_send
+        self._error_headers = list(error_headers)
+
+    def install(self) -> None:
+        # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
+        protocol = self._protocol
+        protocol.stream_send = self.stream_send  # type: ignore[method-assign]
+        protocol._send_error_response = self.send_error_response  # type: ignore[method-assign]
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if not isinstance(event, StreamResponse) or event.status_code < 200:
+            await self._hypercorn_stream_send(event)
+            return
+        protocol = self._protocol
+        headers = [*event.headers, *_hypercorn_fields(protocol.config)]
+        if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
+            headers.append((b"Connection", b"close"))
+        await protocol._send_h11_event(
+            h11.Response(
+                status_code=event.status_code,
+                headers=headers,
+                reason=_REASONS.get(event.status_code, b""),
+            )
+        )
+
+    async def send_error_response(self, status_code: int) -> None:
+        protocol = self._protocol
+        headers = [
+            (b"Content-Length", b"0"),
+            (b"Connection", b"close"),
+            *_hypercorn_fields(protocol.config),
+        ]
+        if not any(name == b"Date" for name, _ in headers):
+            headers.append((b"Date", format_http_date(int(time.time())).encode("ascii")))
+        headers.extend(self._error_headers)
+        await protocol._send_h11_event(
+            h11.Response(
+                status_code=status_code, headers=headers, reason=_REASONS.get(status_code, b"")
+            )
+        )
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+
 class ConnectionServer(TCPServer):
     """Hypercorn's connection handler (``hypercorn/trio/tcp_server.py`` ``TCPServer``), changed.
 
@@ -169,7 +276,9 @@ class ConnectionServer(TCPServer):
     - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
       ``sendfile(2)`` as the next body bytes, framed by h11.
     - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
-      closes a connection that switched to HTTP/2 (below).
+      closes a connection that switched to HTTP/2 (below). Before the first read it installs
+      :class:`_WireFormat` on the HTTP/1.1 protocol (reason phrases, canonical names), whose
+      error answers carry ``error_headers`` too.
 
     Hypercorn switches a cleartext connection to HTTP/2 when it opens with the prior-knowledge
     preface or asks for an h2c upgrade, and an idle HTTP/2 connection is never dropped,
@@ -186,12 +295,15 @@ class ConnectionServer(TCPServer):
         context: WorkerContext,
         state: LifespanState,
         stream: trio.SocketStream,
+        *,
+        error_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         # TCPServer is typed for TLS streams but takes a plain SocketStream (it checks).
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
         self.idle_task = _KeepAliveTimer(  # type: ignore[assignment]
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
+        self._error_headers = error_headers
 
     async def protocol_send(self, event: Event) -> None:
         # h11 frames the end of a Content-Length body as no bytes at all, and Hypercorn still
@@ -230,6 +342,9 @@ class ConnectionServer(TCPServer):
         return written
 
     async def _read_data(self) -> None:
+        # TCPServer.run made the protocol just before calling this; nothing was read yet.
+        if isinstance(self.protocol.protocol, H11Protocol):
+            _WireFormat(self.protocol.protocol, self._error_headers).install()
         while True:
             try:
                 with trio.fail_after(self.config.read_timeout or math.inf):

@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import LifespanState
 
 from trio_range.config import ProxyConfig, ServerConfig
+from trio_range.http.forwarding import via_value
 from trio_range.server._hypercorn_hooks import (
     ConnectionServer,
     Lifespan,
@@ -47,6 +48,17 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     # A proxy relays the upstream's Date (and adds its own only to its local answers).
     hc.include_date_header = not isinstance(config, ProxyConfig)
     return hc
+
+
+def protocol_error_headers(config: ServerConfig) -> list[tuple[bytes, bytes]]:
+    """Fields for the answers Hypercorn writes before any app code runs (a malformed request's
+    400): the app's own hooks never see those requests.
+
+    A proxy's Via is on every message it sends, its own errors included (RFC 9110 §7.6.3).
+    """
+    if isinstance(config, ProxyConfig):
+        return [(b"Via", via_value(config.via_name).encode("ascii"))]
+    return []
 
 
 def _listening_socket(config: ServerConfig) -> socket.socket:
@@ -93,6 +105,7 @@ async def serve_app(
     lifespan = Lifespan(asgi, hc, lifespan_state)
     context = WorkerContext(None)
     registry = ConnectionRegistry(config.max_connections)
+    error_headers = protocol_error_headers(config)
     app.extensions["trio_range.connections"] = registry
     listening = _listening_socket(config)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
@@ -105,7 +118,7 @@ async def serve_app(
 
     async def serve_connection(stream: trio.SocketStream) -> None:
         state = new_connection_state(lifespan_state)
-        server = ConnectionServer(asgi, hc, context, state, stream)
+        server = ConnectionServer(asgi, hc, context, state, stream, error_headers=error_headers)
         # The app finds the connection's sendfile writer in its scope's state.
         state[SEND_FILE_KEY] = server.send_file
         await server
