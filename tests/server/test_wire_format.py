@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 
-from tests.support.servers import proxy_config, raw_exchange, start_app, start_origin
+from tests.support.servers import (
+    origin_config,
+    proxy_config,
+    raw_exchange,
+    start_app,
+    start_origin,
+)
+from trio_range.origin.app import create_app as create_origin
 from trio_range.proxy.app import create_app as create_proxy
 
 VIA = b"1.1 trio-range"
@@ -180,6 +188,21 @@ async def test_connection_close_past_the_request_limit_is_canonical(
     line, fields = parse_head(second)
     assert line == b"HTTP/1.1 200 OK"
     assert (b"Connection", b"close") in fields
+
+
+async def test_under_stock_hypercorn_the_apps_names_are_canonical_without_reason_phrases(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    # `hypercorn -k trio 'trio_range.origin:create_app()'`: the Quart layer is the app's, so
+    # its names hold; the status line and Hypercorn's own Date are Hypercorn's (design.md).
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    urls = await nursery.start(serve, create_origin(origin_config(media_dir=media_dir)), config)
+    line, fields = await get(urls[0], b"/media/small.bin", b"Range: bytes=0-1,4-5")
+    assert line == b"HTTP/1.1 206 "
+    assert b"Content-Type" in names(fields)
+    assert b"Accept-Ranges" in names(fields)
+    assert b"date" in names(fields)
 
 
 # --- the proxy relays the upstream's own spelling ------------------------------------------
