@@ -44,12 +44,6 @@ class UpstreamTimeout(UpstreamError):
     status_hint = 504
 
 
-class UpstreamTruncated(UpstreamError):
-    """The upstream closed or reset the body before its declared end."""
-
-    status_hint = 502
-
-
 class StreamAborted(TrioRangeError):
     """Raised inside a response body to abort the client connection.
 
