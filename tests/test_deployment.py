@@ -32,7 +32,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import load_application
 
 from tests.support.faulty_upstream import unused_port
-from tests.support.processes import start_process, stop_gracefully
+from tests.support.processes import (
+    multiprocessing_workers,
+    pause_process,
+    resume_process,
+    start_process,
+    stop_gracefully,
+    wait_for_urls,
+)
 from tests.support.redis_server import open_redis
 from tests.support.servers import start_origin
 from trio_range.cli import build_parser
@@ -451,23 +458,56 @@ async def test_hypercorn_workers_share_the_port_and_each_keeps_its_own_stats(
     process, urls = await start_process(
         nursery, hypercorn(f"trio_range.{role}:create_app()", workers=2), env
     )
+    # Hypercorn binds one socket in its parent process and hands it to both workers (run.py:
+    # config.create_sockets(), then each worker listens on it): one port, one accept queue.
+    # Which worker the kernel wakes for a connection is luck, so each worker is made the only
+    # one running in turn: a SIGSTOPped worker accepts nothing and the other takes every
+    # connection. Each serves a different number of requests, so a count tells whose it is.
+    urls = await wait_for_urls(process, urls, 2)  # both workers listen
+    assert len(set(urls)) == 1
+    workers = multiprocessing_workers(process.pid)
+    assert len(workers) == 2, workers
+    served = dict(zip(workers, (3, 7), strict=True))
+    stores: dict[int, dict[str, Any]] = {}
     try:
-        requests = 10
-        # No keep-alive: a new connection for each request, accepted by either worker.
-        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            for _ in range(requests):
-                response = await client.get(urls[0] + "/", headers={"Range": "bytes=2-4"})
-                assert (response.status_code, response.content) == (206, b"234")
-            # Hypercorn binds once and both workers accept on that socket; each answers /stats
-            # from its own memory: the start time tells them apart, and only together do their
-            # counts make up the traffic.
-            stores: dict[str, int] = {}
-            # Generous: the second worker may still be importing under a loaded machine (this
-            # failed once at 10 s in a full run); the loop ends as soon as both have answered.
-            with trio.fail_after(30):
-                while len(stores) < 2:
-                    stats = (await client.get(urls[0] + "/stats")).json()
-                    stores[stats["started_at"]] = stats["requests"]["total"]
-        assert sum(stores.values()) == requests
+        # No keep-alive: a new connection for each request, accepted by whichever worker runs.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def only(worker: int) -> dict[str, Any]:
+                """Leave ``worker`` the only one running; return its /stats."""
+                for other in workers:
+                    if other != worker:
+                        await pause_process(other)
+                await resume_process(worker)
+                stats: dict[str, Any] = (await client.get(urls[0] + "/stats")).json()
+                return stats
+
+            for worker, requests in served.items():
+                before = await only(worker)
+                assert before["requests"]["total"] == 0  # nothing reached it while paused
+                for _ in range(requests):
+                    response = await client.get(urls[0] + "/", headers={"Range": "bytes=2-4"})
+                    assert (response.status_code, response.content) == (206, b"234")
+                # A request is counted just after its last byte is sent: wait for the count
+                # to reach what this worker served (a shared store would already be beyond).
+                with trio.fail_after(10):
+                    while (stats := await only(worker))["requests"]["total"] < requests:
+                        await trio.sleep(0.01)
+                assert stats["started_at"] == before["started_at"]  # the same store
+                stores[worker] = stats
+            # The first worker's count did not move while the second one served.
+            first = workers[0]
+            again = await only(first)
+            assert (again["started_at"], again["requests"]) == (
+                stores[first]["started_at"],
+                stores[first]["requests"],
+            )
     finally:
+        for worker in workers:
+            os.kill(worker, signal.SIGCONT)  # a stopped worker would never shut down
         assert await stop_gracefully(process, signal.SIGTERM) == 0
+    # Each worker answered /stats from its own memory: it counted exactly the requests it
+    # served, and only together do their counts make up the traffic.
+    assert {worker: stats["requests"]["total"] for worker, stats in stores.items()} == served
+    assert sum(stats["requests"]["by_status"]["206"] for stats in stores.values()) == 10
