@@ -61,14 +61,16 @@ _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
-def resident_pages(fd: int) -> int:
-    """How many of the file's pages are in the page cache (mincore, which reads nothing).
+def resident_pages(fd: int, offset: int = 0, length: int | None = None) -> int:
+    """How many of the file's pages (of those holding ``[offset, offset + length)``, by default
+    all) are in the page cache: mincore, which reads nothing.
 
     Not our probe: a missed RWF_NOWAIT read starts the kernel's readahead, so probing to check
     an eviction would undo it.
     """
-    size = os.fstat(fd).st_size
-    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    start = offset - offset % mmap.PAGESIZE
+    size = (os.fstat(fd).st_size if length is None else offset + length) - start
+    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
     if address is None or address == ctypes.c_void_p(-1).value:
         raise OSError(ctypes.get_errno(), "mmap failed")
     try:
@@ -113,12 +115,30 @@ def test_file_regions_cover_the_range_exactly_in_bounded_pieces(
     assert position == start + length
 
 
+# The probe is a one-byte RWF_NOWAIT read, and Linux starts a read of a missing page for it
+# before it gives up: when that read finishes at once (seen on this project's VMs under disk
+# load, about one probe in ten), the probe finds the page and rightly answers "cached". An
+# evicted region is therefore probed again after a new eviction, a bounded number of times; a
+# probe that read the pages in must have them in the cache when it says so.
+EVICTION_ATTEMPTS = 10
+
+
+def probed_cold_after_eviction(fd: int, region: FileRegion) -> bool:
+    """Evict ``fd``, probe ``region``; whether the probe saw it cold (else it read it in)."""
+    evict(fd)
+    if not pages_cached(region):
+        return True
+    # It said "cached": only true if its own read brought the probed pages in.
+    for probed in (region.offset, region.offset + region.count - 1):
+        assert resident_pages(fd, probed, 1) == 1, probed
+    return False
+
+
 def test_the_probe_sees_cached_pages_and_evicted_ones(data_fd: int) -> None:
     region = FileRegion(data_fd, 1_000_000, 600_000)
     os.pread(data_fd, region.count, region.offset)
     assert pages_cached(region)
-    evict(data_fd)
-    assert not pages_cached(region)
+    assert any(probed_cold_after_eviction(data_fd, region) for _ in range(EVICTION_ATTEMPTS))
     assert not pages_cached(FileRegion(data_fd, len(DATA), 10))  # past the end
     assert not pages_cached(FileRegion(data_fd, 0, 0))
 
@@ -184,6 +204,13 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
     monkeypatch.setattr("trio_range.server._hypercorn_hooks.sendfile_region", sendfile)
     reads = _Spy(file_body.read_region)
     monkeypatch.setattr("trio_range.origin.file_body.read_region", reads)
+    probes: list[bool] = []
+
+    def probe(region: FileRegion) -> bool:
+        probes.append(pages_cached(region))
+        return probes[-1]
+
+    monkeypatch.setattr("trio_range.origin.file_body.pages_cached", probe)
     config = origin_config(media_dir=tmp_path, chunk_size_bytes=256 * 1024)
     url = await start_app(nursery, create_app(config), config)
     async with httpx.AsyncClient() as client:
@@ -191,15 +218,22 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
             assert (await client.get(url + "/media/data.bin")).content == DATA  # warms too
         fd = os.open(tmp_path / "data.bin", os.O_RDONLY)
         try:
-            if cold:
-                evict(fd)
+            # Cold: evicted again if the first region's probe read it in (the note above
+            # probed_cold_after_eviction says why that happens).
+            for _ in range(EVICTION_ATTEMPTS if cold else 1):
+                if cold:
+                    evict(fd)
+                probes.clear()
+                sendfile.calls = reads.calls = 0
+                whole = await client.get(url + "/media/data.bin")
+                parts = await client.get(
+                    url + "/media/data.bin", headers={"Range": "bytes=0-99, 1000000-1600000, -7"}
+                )
+                if not (cold and probes[0]):
+                    break
         finally:
             os.close(fd)
-        sendfile.calls = reads.calls = 0
-        whole = await client.get(url + "/media/data.bin")
-        parts = await client.get(
-            url + "/media/data.bin", headers={"Range": "bytes=0-99, 1000000-1600000, -7"}
-        )
+    assert probes[0] is not cold, probes
     assert whole.content == DATA
     assert [
         data for _, _, data in parse_byteranges(parts.content, parts.headers["content-type"])
