@@ -596,17 +596,15 @@ async def test_stream_aborted_after_n_bytes_counts_them_within_one_chunk(
             while body < n:
                 body += len(await stream.receive_some(min(4096, n - body)))
             # Bytes that left the server but not yet read by the client sit in two kernel
-            # queues: the server socket's send queue and the client's receive queue. Once the
-            # server is blocked on a full window they stop changing; what really left the server
-            # is then N plus both.
-            queues = (-1, -1)
-            while True:
-                server_tx, _ = tcp_queues(server_port, client_port)
-                _, client_rx = tcp_queues(client_port, server_port)
-                if (server_tx, client_rx) == queues:
-                    break
-                queues = (server_tx, client_rx)
-                await trio.sleep(0.05)
+            # queues: the server socket's send queue and the client's receive queue. The server
+            # runs in this trio loop: once every task is blocked, it is waiting for its full
+            # socket to drain (the client does not read), and nothing else runs before this
+            # task's next checkpoint. Read both queues and close the client in that moment, with
+            # no checkpoint in between: what left the server is N plus both, for good.
+            await trio.testing.wait_all_tasks_blocked()
+            server_tx, _ = tcp_queues(server_port, client_port)
+            _, client_rx = tcp_queues(client_port, server_port)
+            client.close()
         left_server = n + server_tx + client_rx
         while (document := await get_stats(url))["streams"]["aborted"] == 0:
             await trio.sleep(0.01)
