@@ -213,11 +213,16 @@ async def test_nginx_proxy_mode_streams_without_buffering() -> None:
             open_faulty_upstream("slow_body") as upstream,
             open_nginx(proxy_pass=upstream.url) as nginx,
         ):
+            # The upstream sends its first piece, then waits for this test: the first byte
+            # must come through while the rest is held back, however slow the machine (with
+            # timed pieces alone, a proxy starved for 150 ms would look like one that buffers).
+            upstream.slow_body_gate = trio.Event()
             stream = await raw_get(nginx.port)
             async with stream:
                 _, body = await read_head(stream)
                 await read_exactly(stream, body, 1)
                 first_byte_at = trio.current_time()
+                upstream.slow_body_gate.set()
                 await read_exactly(stream, body, SLOW_PIECE_BYTES * SLOW_PIECES)
     assert first_byte_at < upstream.piece_sent_at[-1]
 
@@ -445,6 +450,9 @@ async def test_stream_forever_notices_the_peer_leaving_promptly() -> None:
             left_at = trio.current_time()
             await stream.aclose()
             await upstream.peer_gone.wait()
+    # Noticed because the peer left (peer_gone is never set otherwise; the connection's own
+    # cap is MAX_CONNECTION_S, far past DEADLINE_S), after it left. How soon is not measured
+    # against the wall clock: DEADLINE_S bounds it generously.
     assert upstream.peer_gone_at is not None
-    assert 0 <= upstream.peer_gone_at - left_at < 1.0
+    assert left_at <= upstream.peer_gone_at
     assert upstream.bytes_sent >= 4 * 1024 * 1024

@@ -26,7 +26,9 @@ HEAD by sending no body):
     connection (SO_LINGER 0: RST). The peer reads all 100 KiB, then ECONNRESET.
 ``slow_body``
     sends ``SLOW_PIECES`` pieces of 16 KiB, one every 10 ms (real time), recording when each
-    left in ``piece_sent_at``.
+    left in ``piece_sent_at``. If ``slow_body_gate`` is set to an event before the request
+    comes, the second piece waits for it too: a test can check that the first piece got
+    through (a relay that buffers would hold it) whatever the machine's speed.
 ``stream_forever``
     declares a huge length and sends 64 KiB chunks until the peer goes away.
 
@@ -141,6 +143,7 @@ class FaultyUpstream:
     peer_gone_at: float | None = None
     bytes_sent: int = 0
     piece_sent_at: list[float] = field(default_factory=list)
+    slow_body_gate: trio.Event | None = None
     # Woken whenever a request head is seen or a connection closes.
     _progress: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
 
@@ -284,6 +287,8 @@ class FaultyUpstream:
             [("Content-Type", "application/octet-stream"), ("Content-Length", str(total))]
         )
         for index in range(SLOW_PIECES):
+            if index == 1 and self.slow_body_gate is not None:
+                await self.slow_body_gate.wait()
             if index:
                 await trio.sleep(SLOW_INTERVAL_S)
             await conn.send(_filler(SLOW_PIECE_BYTES, index * SLOW_PIECE_BYTES))
