@@ -371,7 +371,9 @@ async def test_compose_services_run_as_written_and_pass_the_healthcheck(
             proxy_url = f"http://127.0.0.1:{port}"
             assert set(urls) == {proxy_url}
             try:
-                await check_the_proxy_serves_with_shared_stats(origin_url, proxy_url)
+                urls = await wait_for_urls(proxy, urls, 2)  # both workers listen
+                assert set(urls) == {proxy_url}
+                await check_the_proxy_serves_with_shared_stats(origin_url, proxy_url, proxy)
             finally:
                 # Stopped before Redis: the workers' last push finds it there.
                 processes.pop()
@@ -381,7 +383,9 @@ async def test_compose_services_run_as_written_and_pass_the_healthcheck(
             assert await stop_gracefully(process, signal.SIGTERM) == 0
 
 
-async def check_the_proxy_serves_with_shared_stats(origin_url: str, proxy_url: str) -> None:
+async def check_the_proxy_serves_with_shared_stats(
+    origin_url: str, proxy_url: str, proxy: trio.Process
+) -> None:
     for url in (origin_url, proxy_url):
         assert await run_healthcheck(url + "/healthz") == 0
     # No keep-alive: a new connection for each request, accepted by either worker.
@@ -397,31 +401,51 @@ async def check_the_proxy_serves_with_shared_stats(origin_url: str, proxy_url: s
             assert (video.status_code, len(video.content)) == (206, 2)
         requests = 1 + ranges  # /healthz and /stats are not counted
         # Each worker counts in its own memory and pushes to Redis about once a second; every
-        # worker then answers /stats with the sum over both. Poll until each of the two
-        # (told apart by their instance id) has answered with exactly the total.
-        answered: dict[str, dict[str, Any]] = {}
-        with trio.fail_after(20):
-            while len(answered) < 2:
+        # worker then answers /stats with the sum over both. Poll each of the two until it has
+        # answered with exactly the total. Which worker accepts a connection is the kernel's
+        # choice, so the other one is stopped (SIGSTOP) for each /stats request: briefly, as a
+        # worker that stops pushing for the gauge TTL (3 s) no longer counts as alive.
+        workers = multiprocessing_workers(proxy.pid)
+        assert len(workers) == 2, workers
+        answered: dict[int, dict[str, Any]] = {}
+
+        async def stats_of(worker: int) -> dict[str, Any]:
+            others = [other for other in workers if other != worker]
+            try:
+                for other in others:
+                    await pause_process(other)
                 response = await client.get(proxy_url + "/stats")
-                assert response.status_code == 200
-                stats = response.json()
-                shared = stats["shared"]
-                alive = [i for i in shared["instances"] if i["alive"]]
-                if (
-                    stats["requests"]["total"] == requests
-                    and not shared["stale"]
-                    and len(alive) == 2
-                    and sum(i["requests"] for i in alive) == requests
-                ):
-                    answered[shared["instance"]] = stats
-                else:
+            finally:
+                for other in others:
+                    await resume_process(other)
+            assert response.status_code == 200
+            stats: dict[str, Any] = response.json()
+            return stats
+
+        with trio.fail_after(60):
+            for worker in workers:
+                while True:
+                    stats = await stats_of(worker)
+                    shared = stats["shared"]
+                    alive = [i for i in shared["instances"] if i["alive"]]
+                    if (
+                        stats["requests"]["total"] == requests
+                        and not shared["stale"]
+                        and len(alive) == 2
+                        and sum(i["requests"] for i in alive) == requests
+                    ):
+                        answered[worker] = stats
+                        break
                     await trio.sleep(0.1)
+    # Two workers, two instances: each answered with its own id, and both ids are the pair.
+    instances = {stats["shared"]["instance"] for stats in answered.values()}
+    assert len(instances) == 2
     for stats in answered.values():
         assert stats["requests"]["by_status"] == {"200": 1, "206": ranges}
         assert stats["ranges"]["single"] == ranges
         assert stats["shared"]["stale_since"] is None
         assert stats["shared"]["backend"].startswith("redis://127.0.0.1:")
-        assert {i["id"] for i in stats["shared"]["instances"]} == set(answered)
+        assert {i["id"] for i in stats["shared"]["instances"]} == instances
 
 
 # --- Hypercorn with several workers --------------------------------------------------------
