@@ -850,7 +850,7 @@ async def test_client_closing_right_after_the_last_byte_is_a_completed_stream(
                     while not received.endswith(b"\r\n\r\n" + SMALL):
                         received += await stream.receive_some(65536)
             # every byte arrived; the client closes now, as curl and players do
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             while await streams_active(target.url):
                 await trio.sleep(0.01)
         async with httpx.AsyncClient() as client:

@@ -468,7 +468,7 @@ async def test_clients_leaving_early_leak_no_file_descriptors(
             b"GET /media/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-10,20000-2999999\r\n\r\n"
         )
         await leave_after(request, 0 if i % 3 == 0 else 1 + i * 1000)
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while open_fds() > before:
             await trio.sleep(0.02)
     stats = (await get(url + "/stats")).json()
@@ -488,7 +488,7 @@ async def test_stream_aborted_by_the_client_is_counted_with_its_bytes(
                     received += len(chunk)
                     if received > 200_000:
                         break
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while True:
             stats = (await get(url + "/stats")).json()
             if stats["streams"]["aborted"] == 1:

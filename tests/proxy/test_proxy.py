@@ -39,7 +39,7 @@ async def stats_of(url: str) -> dict[str, Any]:
         return (await client.get(url + "/stats")).json()  # type: ignore[no-any-return]
 
 
-async def wait_until(predicate: object, *, timeout_s: float = 5.0) -> None:
+async def wait_until(predicate: object, *, timeout_s: float = 10.0) -> None:
     """Poll an async predicate until it holds, failing after ``timeout_s``."""
     with trio.fail_after(timeout_s):
         while not await predicate():  # type: ignore[operator]

@@ -90,7 +90,7 @@ async def test_shutdown_closes_idle_finishes_nothing_past_grace_and_returns(
 
     nursery.start_soon(keep_reading)
 
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while app.in_flight != 2:
             await trio.sleep(0.01)
     stop.set()
@@ -136,7 +136,7 @@ async def test_connections_past_the_limit_get_503_with_retry_after(
     assert raw.startswith(b"HTTP/1.1 503")
     assert b"Retry-After: 1" in raw
     # Once those connections closed, new ones are served again.
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while True:
             raw = await raw_exchange(
                 url, b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -164,7 +164,7 @@ async def test_requests_past_max_streams_get_503_but_health_answers(
     assert refused.headers["retry-after"] == "1"
     assert health.status_code == 200
     async with httpx.AsyncClient() as client:
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             while (await client.get(url + "/media/small.bin")).status_code != 200:
                 await trio.sleep(0.01)
 

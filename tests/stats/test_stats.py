@@ -409,7 +409,7 @@ async def get_stats(url: str, **headers: str) -> dict[str, Any]:
 
 async def stats_once_total_is(url: str, total: int) -> dict[str, Any]:
     """/stats once ``total`` requests have finished (the last one ends just after its body)."""
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while (document := await get_stats(url))["requests"]["total"] < total:
             await trio.sleep(0.01)
     assert document["requests"]["total"] == total
