@@ -487,13 +487,14 @@ async def test_hypercorn_workers_share_the_port_and_each_keeps_its_own_stats(
     # Which worker the kernel wakes for a connection is luck, so each worker is made the only
     # one running in turn: a SIGSTOPped worker accepts nothing and the other takes every
     # connection. Each serves a different number of requests, so a count tells whose it is.
-    urls = await wait_for_urls(process, urls, 2)  # both workers listen
-    assert len(set(urls)) == 1
-    workers = multiprocessing_workers(process.pid)
-    assert len(workers) == 2, workers
-    served = dict(zip(workers, (3, 7), strict=True))
+    workers: list[int] = []
     stores: dict[int, dict[str, Any]] = {}
     try:
+        urls = await wait_for_urls(process, urls, 2)  # both workers listen
+        assert len(set(urls)) == 1
+        workers = multiprocessing_workers(process.pid)
+        assert len(workers) == 2, workers
+        served = dict(zip(workers, (3, 7), strict=True))
         # No keep-alive: a new connection for each request, accepted by whichever worker runs.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
