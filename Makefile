@@ -11,6 +11,9 @@ RUN_LOCK := requirements/run.txt
 # pip-tools lives in its own venv: its dependencies (click...) must not move the locked ones.
 TOOLS := .venv-tools
 PIP_TOOLS := pip-tools==7.6.2
+# pip itself is outside the lock (pip-compile cannot lock it from pyproject.toml): pinned here,
+# the version the lock was tested with.
+PIP := pip==26.3
 
 .PHONY: demo test lint typecheck unit system-deps bench bench-throughput clean fuzz soak lock
 
@@ -19,7 +22,7 @@ PIP_TOOLS := pip-tools==7.6.2
 # misses a dependency that pyproject.toml gained since: run `make lock`.
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(PIP)'
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
