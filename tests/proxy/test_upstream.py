@@ -31,6 +31,7 @@ import trio
 from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.config import ProxyConfig
 from trio_range.proxy import app as proxy
+from trio_range.proxy import relay
 from trio_range.proxy._httpx_hooks import UPSTREAM_READ_BYTES
 from trio_range.proxy.upstream import Upstream, UpstreamUnavailable, relay_body
 
@@ -398,7 +399,7 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
     """
     pool_size, clients, rounds, collisions = 2, 12, 5, 30
     monkeypatch.setattr(RecordingUpstream, "instances", [])
-    monkeypatch.setattr(proxy, "Upstream", RecordingUpstream)
+    monkeypatch.setattr(relay, "Upstream", RecordingUpstream)
     # No relay gets its head (60 s) or times out (pool 60 s, read 60 s, response 30 s) within
     # a round's 20 s bound, however slow the machine: every client leaves during the header
     # phase, and every relay stays in the pool until its client left.

@@ -14,8 +14,8 @@ from quart import Response
 
 from trio_range.config import ProxyConfig, load
 from trio_range.http.conditional import format_http_date
+from trio_range.http.forwarding import via_value
 from trio_range.proxy.relay import ProxySite, relay
-from trio_range.proxy.upstream import Upstream
 from trio_range.server.app import RangeApp
 from trio_range.server.common import install_common_routes
 from trio_range.server.guards import install_request_guards
@@ -31,8 +31,8 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
     app.config["TRIO_RANGE"] = config
     stats = install_common_routes(app, role="proxy", access_log=config.access_log)
     install_request_guards(app, config)
-    site = ProxySite(config=config, upstream=Upstream(config), stats=stats)
-    via = f"1.1 {config.via_name}"
+    site = ProxySite.create(config, stats)
+    via = via_value(config.via_name)
 
     @app.while_serving
     async def hold_upstream_client() -> AsyncGenerator[None]:

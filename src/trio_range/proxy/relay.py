@@ -46,10 +46,11 @@ class ProxySite:
     config: ProxyConfig
     upstream: Upstream
     stats: StatsStore
+    upstream_host: str  # the Host sent upstream, parsed once from the configured URL
 
-    @property
-    def upstream_host(self) -> str:
-        return urlsplit(self.config.upstream).netloc
+    @classmethod
+    def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
+        return cls(config, Upstream(config), stats, urlsplit(config.upstream).netloc)
 
 
 async def relay(site: ProxySite) -> Response:
