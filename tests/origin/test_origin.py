@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
-from tests.support.clients import curl
+from tests.support.clients import curl, curl_resume
 from tests.support.multipart_reader import parse_byteranges
 from tests.support.servers import (
     assert_idle_connection_closes,
@@ -510,10 +510,7 @@ async def test_curl_range_option_fetches_exact_bytes(origin_url: str) -> None:
 async def test_curl_resume_completes_an_interrupted_download(
     origin_url: str, tmp_path: Path
 ) -> None:
-    partial = tmp_path / "download.bin"
-    partial.write_bytes(BIG[:1_234_567])
-    result = await trio.to_thread.run_sync(
-        curl, "-C", "-", "-o", str(partial), origin_url + "/media/big.bin"
+    resumed = await trio.to_thread.run_sync(
+        curl_resume, origin_url + "/media/big.bin", BIG[:1_234_567], tmp_path
     )
-    assert result.returncode == 0, result.stderr
-    assert partial.read_bytes() == BIG
+    assert resumed == BIG

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from tests.conftest import SINGLE_RANGE_CASES, SMALL, file_data
-from tests.support.clients import curl
+from tests.support.clients import curl, curl_resume
 from tests.support.faulty_upstream import open_faulty_upstream, unused_port
 from tests.support.multipart_reader import parse_byteranges
 from tests.support.nginx import open_nginx
@@ -153,13 +153,10 @@ async def test_if_range_is_forwarded_untouched(proxied: str) -> None:
 async def test_curl_resume_through_the_proxy_is_byte_identical(
     proxied: str, tmp_path: Path
 ) -> None:
-    partial = tmp_path / "download.bin"
-    partial.write_bytes(BIG[:777_777])
-    result = await trio.to_thread.run_sync(
-        curl, "-C", "-", "-o", str(partial), proxied + "/media/big.bin"
+    resumed = await trio.to_thread.run_sync(
+        curl_resume, proxied + "/media/big.bin", BIG[:777_777], tmp_path
     )
-    assert result.returncode == 0, result.stderr
-    assert partial.read_bytes() == BIG
+    assert resumed == BIG
 
 
 # --- headers --------------------------------------------------------------------------------
