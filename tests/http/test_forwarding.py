@@ -12,6 +12,7 @@ from trio_range.http.forwarding import (
     request_headers_for_upstream,
     response_headers_for_client,
     strip_hop_by_hop,
+    upstream_limit_rate,
     via_value,
 )
 
@@ -449,3 +450,54 @@ def test_request_policy_holds_for_any_client_headers(headers: H, name: str) -> N
     assert [(n, v) for n, v in out if n.lower() in conditional] == [
         (n, v) for n, v in headers if n.lower() in conditional
     ]
+
+
+# --- X-Accel-Limit-Rate (issue 16) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "rate"),
+    [
+        ([], None),
+        ([("X-Accel-Limit-Rate", "1048576")], 1048576),
+        ([("x-accel-limit-rate", " 0 ")], 0),
+        ([("X-Accel-Limit-Rate", "5"), ("X-Accel-Limit-Rate", "5")], 5),
+        ([("X-Other", "5")], None),
+    ],
+)
+def test_upstream_limit_rate(fields: list[tuple[str, str]], rate: int | None) -> None:
+    assert upstream_limit_rate(fields) == rate
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["fast"],
+        [""],
+        ["-5"],
+        ["1e6"],
+        ["5, 6"],
+        ["5", "6"],
+        ["9" * 400],
+        ["0x10"],
+        ["\uff11\uff12"],
+    ],
+)
+def test_an_upstream_limit_rate_that_is_not_one_number_is_refused(values: list[str]) -> None:
+    with pytest.raises(ValueError, match="X-Accel-Limit-Rate"):
+        upstream_limit_rate([("X-Accel-Limit-Rate", value) for value in values])
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["X-Accel-Limit-Rate", "x-ACCEL-limit-rate", "A"]), st.text())
+    )
+)
+def test_x_accel_limit_rate_never_reaches_the_client(fields: list[tuple[str, str]]) -> None:
+    kept = response_headers_for_client(fields, via_name="p")
+    assert all(name.lower() != "x-accel-limit-rate" for name, _ in kept)
+    try:
+        rate = upstream_limit_rate(fields)
+    except ValueError:
+        return
+    assert rate is None or rate >= 0
