@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.conftest import file_data
-from tests.proxy.test_proxy import start_proxy
+from tests.proxy.test_proxy import start_proxy, stats_of
 from tests.support.faulty_upstream import open_faulty_upstream
 from tests.support.processes import TRIO_RANGE, start_process, stop_gracefully
 from tests.support.servers import origin_config, raw_chunks, start_app, start_origin
@@ -55,6 +55,14 @@ async def test_16_mib_with_a_2_mib_burst_at_4_mib_per_s_takes_3_5_s(
     # (16 - 2) MiB at 4 MiB/s: 3.5 s. Never faster; slower only on a very loaded machine.
     assert 3.0 <= slow <= 30.0, slow
     assert fast < 3.0, fast
+    stats = await stats_of(paced)
+    assert stats["shaping"]["paced_streams"] == 1
+    assert 2.5 <= stats["shaping"]["pacing_wait_s"] <= slow
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(paced + "/metrics")).text
+    assert "\ntrio_range_paced_streams_total 1.0\n" in metrics
+    assert "\ntrio_range_pacing_wait_seconds_total " in metrics
+    assert '\ntrio_range_refused_total{limit="max_connections_per_client"} 0.0\n' in metrics
 
 
 async def test_the_proxy_paces_relayed_chunks(nursery: trio.Nursery, big_media: Path) -> None:
@@ -203,3 +211,92 @@ async def test_ten_paced_streams_use_almost_no_cpu(big_media: Path, nursery: tri
     print(f"ten paced 4 MiB streams at 1 MiB/s: {took:.1f} s, server CPU {spent:.2f} s")
     # 40 MiB at 10 MiB/s in all: ~4 s of sleeping. A writer that polled would burn those 4 s.
     assert spent < 1.5, spent
+
+
+# --- per-client limits -------------------------------------------------------------------------
+
+
+async def request_on(stream: trio.SocketStream, headers: bytes = b"") -> bytes:
+    """GET /healthz on an open connection with ``Connection: close``; what came back."""
+    await stream.send_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n"
+    )
+    received = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+async def test_connections_past_the_per_client_limit_get_503(
+    nursery: trio.Nursery, big_media: Path
+) -> None:
+    url = await start_origin(nursery, media_dir=big_media, max_connections_per_client=2)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    held = [await trio.open_tcp_stream(host, int(port)) for _ in range(2)]
+    try:
+        async with await trio.open_tcp_stream(host, int(port)) as third:
+            # X-Forwarded-For changes nothing: no proxy is trusted.
+            answer = await request_on(third, b"X-Forwarded-For: 10.9.9.9\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nRetry-After: 1\r\n" in answer
+        async with held[0]:
+            assert (await request_on(held[0])).startswith(b"HTTP/1.1 200 ")
+        # Once one of them is closed, a new connection is served (the server notices the close
+        # when it does: a bounded retry, not a sleep).
+        with trio.fail_after(10):
+            while True:
+                async with await trio.open_tcp_stream(host, int(port)) as again:
+                    if (await request_on(again)).startswith(b"HTTP/1.1 200 "):
+                        break
+                await trio.sleep(0.01)
+    finally:
+        for stream in held:
+            await stream.aclose()
+    stats = await stats_of(url)
+    assert stats["refused"]["max_connections_per_client"] >= 1
+    assert stats["refused"]["max_connections"] == 0
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_per_request(
+    nursery: trio.Nursery, big_media: Path
+) -> None:
+    url = await start_origin(
+        nursery,
+        media_dir=big_media,
+        max_connections_per_client=1,
+        trusted_proxies="127.0.0.0/8",
+        limit_rate_bytes_per_s=64 * 1024,  # so that a download stays in flight
+    )
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    # The trusted proxy's own connections are not limited: it carries many clients.
+    idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(3)]
+    async with httpx.AsyncClient() as client:
+        a = {"X-Forwarded-For": "10.0.0.1", "Range": "bytes=0-0"}
+        one = url + "/media/4m.bin"
+
+        async def status(forwarded_for: str) -> int:
+            answer = await client.get(one, headers={**a, "X-Forwarded-For": forwarded_for})
+            return answer.status_code
+
+        forwarded = {"X-Forwarded-For": "10.0.0.1"}
+        async with client.stream("GET", one, headers=forwarded) as in_flight:
+            assert in_flight.status_code == 200
+            again = await client.get(one, headers=a)
+            assert again.status_code == 503
+            assert again.headers["retry-after"] == "1"
+            assert again.text == "Too Many Connections From This Client\n"
+            # Another client, and the same client written by a spoofing client in front of a
+            # proxy that appended the real address (the rightmost untrusted entry counts).
+            assert await status("10.0.0.2") == 206
+            assert await status("10.0.0.1, 10.0.0.3") == 206
+            # A chain through a second trusted proxy still names the first untrusted address.
+            assert await status("10.0.0.1, 127.0.0.5") == 503
+            # Monitoring answers whatever the limits.
+            assert (await client.get(url + "/healthz", headers=a)).status_code == 200
+        # The download ended: its client may come back.
+        assert await status("10.0.0.1") == 206
+    for stream in idle:
+        await stream.aclose()
+    stats = await stats_of(url)
+    assert stats["refused"]["max_connections_per_client"] == 2

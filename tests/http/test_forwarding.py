@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_range.config import trusted_networks
 from trio_range.http.forwarding import (
     HOP_BY_HOP,
     connection_options,
+    forwarded_client,
+    is_trusted,
     request_headers_for_upstream,
     response_headers_for_client,
     strip_hop_by_hop,
@@ -501,3 +504,43 @@ def test_x_accel_limit_rate_never_reaches_the_client(fields: list[tuple[str, str
     except ValueError:
         return
     assert rate is None or rate >= 0
+
+
+# --- who the client is, behind trusted proxies (issue 16) -------------------------------------
+
+TRUSTED = trusted_networks("127.0.0.0/8, 10.1.0.0/16, ::1")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("192.0.2.7", ["10.0.0.1"], "192.0.2.7"),  # an untrusted peer names itself
+        ("127.0.0.1", [], "127.0.0.1"),  # a trusted peer without the header
+        ("127.0.0.1", ["10.0.0.1"], "10.0.0.1"),
+        ("::ffff:127.0.0.1", ["10.0.0.1"], "10.0.0.1"),  # IPv4 through an IPv6 socket
+        ("::1", ["2001:db8::5"], "2001:db8::5"),
+        ("127.0.0.1", ["1.1.1.1, 10.0.0.1"], "10.0.0.1"),  # the first entry is the client's word
+        ("127.0.0.1", ["1.1.1.1", "10.0.0.1, 10.1.2.3"], "10.0.0.1"),  # through two proxies
+        ("127.0.0.1", ["10.1.2.3"], "10.1.2.3"),  # only trusted hops: the farthest of them
+        ("127.0.0.1", ["1.1.1.1, unknown"], "127.0.0.1"),  # garbage: stop at the last trusted
+        ("127.0.0.1", ["[2001:db8::9]"], "2001:db8::9"),
+    ],
+)
+def test_forwarded_client(peer: str, forwarded_for: list[str], client: str) -> None:
+    headers = [("X-Forwarded-For", value) for value in forwarded_for]
+    assert forwarded_client(peer, headers, TRUSTED) == client
+
+
+@given(st.text(max_size=40), st.lists(st.text(max_size=60), max_size=4))
+def test_an_untrusted_peer_cannot_name_another_client(peer: str, values: list[str]) -> None:
+    headers = [("X-Forwarded-For", value) for value in values]
+    if not is_trusted(peer, TRUSTED):
+        assert forwarded_client(peer, headers, TRUSTED) == peer
+    assert forwarded_client(peer, headers, ()) == peer
+
+
+def test_is_trusted() -> None:
+    assert is_trusted("10.1.200.3", TRUSTED)
+    assert not is_trusted("10.2.0.1", TRUSTED)
+    assert not is_trusted("not an address", TRUSTED)
+    assert not is_trusted("127.0.0.1", ())

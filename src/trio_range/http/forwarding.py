@@ -7,14 +7,18 @@ the case they arrived in. Fields that are not ours to touch keep their order and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Sequence
 
+from trio_range.config import Network
 from trio_range.http.grammar import OWS, TCHAR, is_token, parse_digits, split_list
 
 __all__ = [
     "ACCEL_LIMIT_RATE",
     "HOP_BY_HOP",
     "connection_options",
+    "forwarded_client",
+    "is_trusted",
     "request_headers_for_upstream",
     "response_headers_for_client",
     "rewrite_upstream_location",
@@ -246,3 +250,46 @@ def response_headers_for_client(
         # message MUST first remove the received Content-Length field".
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
     return _append_via(headers, via_value(via_name, upstream_http_version))
+
+
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    """Whether ``address`` (an IP address as text) lies in one of the ``trusted`` networks.
+
+    An IPv4 address seen through an IPv6 socket (``::ffff:10.0.0.1``) counts as itself.
+    """
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip(OWS + "[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in trusted)
+
+
+def forwarded_client(
+    peer: str, headers: Iterable[tuple[str, str]], trusted: Sequence[Network]
+) -> str:
+    """The client a request comes from: its peer, or, from a trusted proxy, the address that
+    proxy saw.
+
+    X-Forwarded-For lists each hop's client, nearest last, and only the entries that trusted
+    proxies appended can be believed (a client writes whatever it likes in the first ones):
+    walking from the right, the first address that is not itself a trusted proxy is the client
+    (nginx's ``real_ip_recursive``). A request from an untrusted peer names itself, whatever its
+    header says; a list that ends in garbage stops the walk at the last trusted hop.
+    """
+    if not is_trusted(peer, trusted):
+        return peer
+    client = peer
+    for member in reversed(
+        [m for value in _combined(headers, "x-forwarded-for") for m in split_list(value)]
+    ):
+        if not is_trusted(member, trusted):
+            try:
+                return str(ipaddress.ip_address(member.strip("[]")))
+            except ValueError:
+                return client
+        client = member
+    return client
