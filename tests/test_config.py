@@ -162,6 +162,8 @@ SERVING_LOOP_SETTINGS = {
     "backlog": "--backlog",
     "shutdown_grace_s": "--graceful-timeout",
     "send_stall_timeout_s": "",
+    # per socket peer where a connection is accepted (behind trusted proxies: per request)
+    "max_connections_per_client": "",
 }
 
 
@@ -175,7 +177,10 @@ def test_plain_hypercorn_note_names_each_setting_with_its_hypercorn_flag() -> No
     assert note.startswith("trio_range proxy: served by plain Hypercorn")
     assert "host/port -> --bind" in note
     assert "shutdown_grace_s -> --graceful-timeout" in note
-    assert "no Hypercorn equivalent: max_connections, send_stall_timeout_s" in note
+    assert (
+        "no Hypercorn equivalent: max_connections, send_stall_timeout_s, "
+        "max_connections_per_client" in note
+    )
     assert "ignored" not in note  # nothing set
 
 

@@ -100,6 +100,7 @@ class ServerConfig:
         0,
         "connections per client address at most, 503 past it; clients behind a trusted proxy: "
         "requests in flight (0 = off)",
+        hypercorn="",
     )
     trusted_proxies: str = _field(
         "", "addresses or networks whose X-Forwarded-For names the client ('' = none; a,b)"
