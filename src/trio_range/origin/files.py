@@ -116,9 +116,10 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         chunk_bytes=site.config.chunk_size_bytes,
         sendfile=can_send_file(request.scope),
     )
-    pacing = await site.shaping.pacing(relative, file, representation.content_type)
-    if pacing is not None:
-        body = paced(body, pacing, exchange)
+    if site.shaping.enabled:
+        pacing = await site.shaping.pacing(relative, file, representation.content_type)
+        if pacing is not None:
+            body = paced(body, pacing, exchange)
     return _response(plan, body)
 
 

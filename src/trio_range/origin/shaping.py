@@ -54,6 +54,8 @@ class Shaping:
         self.config = config
         self.durations: OrderedDict[FileKey, float | None] = OrderedDict()
         self.header_reads = 0
+        # Off (the default): the request path does not even ask.
+        self.enabled = bool(config.limit_rate_bytes_per_s or config.limit_rate_bitrate_factor)
 
     async def pacing(self, relative: str, file: OpenFile, content_type: str) -> Pacing | None:
         """How to pace a response with a body of ``file`` (``relative`` in the media folder)."""

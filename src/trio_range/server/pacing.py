@@ -37,12 +37,17 @@ def piece_bytes(pacing: Pacing) -> int:
 
 
 def cut(item: BodyItem, start_at: int, count: int) -> BodyItem:
-    """``count`` bytes of ``item`` from ``start_at``: a slice, or a region of the same file."""
+    """``count`` bytes of ``item`` from ``start_at``: a slice of bytes, or what the item's own
+    ``cut`` makes (a region of the same file for a FileRegion).
+
+    Any other kind of body item (a spliced body, a cache slice) composes with pacing by having
+    a length and a ``cut(start, count)`` method that returns an item of its kind.
+    """
     if start_at == 0 and count == len(item):
         return item
-    if isinstance(item, FileRegion):
-        return FileRegion(item.fd, item.offset + start_at, count)
-    return item[start_at : start_at + count]
+    if isinstance(item, bytes):
+        return item[start_at : start_at + count]
+    return item.cut(start_at, count)
 
 
 async def paced(
