@@ -47,6 +47,16 @@ BAD_VALUES: list[tuple[type[ServerConfig], str, Any]] = [
     (ProxyConfig, "via_name", ""),
     (ProxyConfig, "via_name", "a,b"),
     (ProxyConfig, "connect_timeout_s", -1.0),
+    # traffic shaping (issue 16)
+    (ServerConfig, "limit_rate_bytes_per_s", -1),
+    (ProxyConfig, "limit_rate_bytes_per_s", 2**40 + 1),
+    (ServerConfig, "limit_rate_after_bytes", -1),
+    (ServerConfig, "max_connections_per_client", -1),
+    (ServerConfig, "trusted_proxies", "10.0.0.1, example.com"),
+    (ServerConfig, "trusted_proxies", "10.0.0.0/33"),
+    (OriginConfig, "limit_rate_bitrate_factor", 0.05),
+    (OriginConfig, "limit_rate_bitrate_factor", math.nan),
+    (OriginConfig, "limit_rate_bitrate_factor", -1.0),
 ]
 
 
@@ -152,6 +162,8 @@ SERVING_LOOP_SETTINGS = {
     "backlog": "--backlog",
     "shutdown_grace_s": "--graceful-timeout",
     "send_stall_timeout_s": "",
+    # per socket peer where a connection is accepted (behind trusted proxies: per request)
+    "max_connections_per_client": "",
 }
 
 
@@ -165,7 +177,10 @@ def test_plain_hypercorn_note_names_each_setting_with_its_hypercorn_flag() -> No
     assert note.startswith("trio_range proxy: served by plain Hypercorn")
     assert "host/port -> --bind" in note
     assert "shutdown_grace_s -> --graceful-timeout" in note
-    assert "no Hypercorn equivalent: max_connections, send_stall_timeout_s" in note
+    assert (
+        "no Hypercorn equivalent: max_connections, send_stall_timeout_s, "
+        "max_connections_per_client" in note
+    )
     assert "ignored" not in note  # nothing set
 
 
@@ -174,3 +189,11 @@ def test_plain_hypercorn_note_names_the_settings_set_to_no_avail() -> None:
     config = OriginConfig(port=9090, backlog=5, access_log=False, send_stall_timeout_s=60.0)
     note = plain_hypercorn_note(config)
     assert note.endswith("; set but ignored: backlog=5, send_stall_timeout_s=60.0")
+
+
+def test_trusted_proxies_name_addresses_and_networks() -> None:
+    from trio_range.config import trusted_networks
+
+    networks = trusted_networks(" 10.0.0.1, 192.168.0.0/16 ,::1,")
+    assert [str(network) for network in networks] == ["10.0.0.1/32", "192.168.0.0/16", "::1/128"]
+    assert trusted_networks("") == ()

@@ -11,6 +11,7 @@ instance is always a valid one.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
 import re
@@ -90,6 +91,21 @@ class ServerConfig:
     stats_push_interval_s: float = _field(
         1.0, "push this process's counts to the shared backend this often"
     )
+    # -- traffic shaping (issue 16) --
+    limit_rate_bytes_per_s: int = _field(0, "pace each response body at this rate (0 = off)")
+    limit_rate_after_bytes: int = _field(
+        0, "send this much of each paced response at full speed first (the burst)"
+    )
+    max_connections_per_client: int = _field(
+        0,
+        "connections per client address at most, 503 past it; clients behind a trusted proxy: "
+        "requests in flight (0 = off)",
+        hypercorn="",
+    )
+    trusted_proxies: str = _field(
+        "", "addresses or networks whose X-Forwarded-For names the client ('' = none; a,b)"
+    )
+    # -- end of traffic shaping --
 
     ROLE = ""
     # Settings no longer used but still accepted (flag and environment variable) for one
@@ -148,6 +164,17 @@ class ServerConfig:
             raise ConfigError("stats_key_prefix must be letters, digits and ._:- (at most 64)")
         if not 0.05 <= self.stats_push_interval_s <= 60:
             raise ConfigError("stats_push_interval_s must be 0.05..60")
+        self._validate_shaping()
+
+    def _validate_shaping(self) -> None:
+        for name in (
+            "limit_rate_bytes_per_s",
+            "limit_rate_after_bytes",
+            "max_connections_per_client",
+        ):
+            if not 0 <= getattr(self, name) <= 1 << 40:
+                raise ConfigError(f"{name} must be 0 (off)..2**40, got {getattr(self, name)}")
+        trusted_networks(self.trusted_proxies)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,10 +187,17 @@ class OriginConfig(ServerConfig):
     chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
     max_ranges: int = _field(100, "more ranges than this in one request: Range ignored, 200")
 
+    limit_rate_bitrate_factor: float = _field(
+        0.0, "pace MP4 and WebM files at this times their average bitrate (0 = off)"
+    )
+
     ROLE = "ORIGIN"
 
     def validate(self) -> None:
         ServerConfig.validate(self)
+        factor = self.limit_rate_bitrate_factor
+        if factor != 0 and not (math.isfinite(factor) and 0.1 <= factor <= 100):
+            raise ConfigError(f"limit_rate_bitrate_factor must be 0 or 0.1..100, got {factor}")
         if not 1024 <= self.chunk_size_bytes <= 64 * 1024 * 1024:
             raise ConfigError(
                 f"chunk_size_bytes must be 1 KiB..64 MiB, got {self.chunk_size_bytes}"
@@ -184,6 +218,9 @@ class ProxyConfig(ServerConfig):
     read_timeout_s: float = _field(60.0, "wait between upstream body chunks (abort past it)")
     pool_size: int = _field(100, "upstream connections kept at most")
     pool_timeout_s: float = _field(10.0, "wait for a free upstream connection (503 past it)")
+    trust_upstream_rate: bool = _field(
+        False, "pace a response at the upstream's X-Accel-Limit-Rate (always stripped)"
+    )
 
     ROLE = "PROXY"
     # Up to 0.1.0 the proxy had the origin's setting too.
@@ -202,6 +239,19 @@ class ProxyConfig(ServerConfig):
 
 
 ConfigT = TypeVar("ConfigT", bound=ServerConfig)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(text: str) -> tuple[Network, ...]:
+    """The networks a ``trusted_proxies`` value lists (``"10.0.0.1, 192.168.0.0/16"``)."""
+    members = [member.strip() for member in text.split(",") if member.strip()]
+    try:
+        return tuple(ipaddress.ip_network(member, strict=False) for member in members)
+    except ValueError:
+        raise ConfigError(
+            f"trusted_proxies must list IP addresses or networks, got {text!r}"
+        ) from None
 
 
 def env_name(cls: type[ServerConfig], field_name: str) -> str:

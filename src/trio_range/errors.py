@@ -52,3 +52,12 @@ class StreamAborted(TrioRangeError):
     """
 
     status_hint = 502
+
+
+class MediaHeaderError(TrioRangeError):
+    """A media file whose container header does not give a duration (truncated, hostile, other).
+
+    Never reaches a client: the origin then paces the file at the fixed rate (issue 16).
+    """
+
+    status_hint = 200

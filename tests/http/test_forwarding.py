@@ -6,12 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_range.config import trusted_networks
 from trio_range.http.forwarding import (
     HOP_BY_HOP,
     connection_options,
+    forwarded_client,
+    is_trusted,
     request_headers_for_upstream,
     response_headers_for_client,
     strip_hop_by_hop,
+    upstream_limit_rate,
     via_value,
 )
 
@@ -449,3 +453,94 @@ def test_request_policy_holds_for_any_client_headers(headers: H, name: str) -> N
     assert [(n, v) for n, v in out if n.lower() in conditional] == [
         (n, v) for n, v in headers if n.lower() in conditional
     ]
+
+
+# --- X-Accel-Limit-Rate (issue 16) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "rate"),
+    [
+        ([], None),
+        ([("X-Accel-Limit-Rate", "1048576")], 1048576),
+        ([("x-accel-limit-rate", " 0 ")], 0),
+        ([("X-Accel-Limit-Rate", "5"), ("X-Accel-Limit-Rate", "5")], 5),
+        ([("X-Other", "5")], None),
+    ],
+)
+def test_upstream_limit_rate(fields: list[tuple[str, str]], rate: int | None) -> None:
+    assert upstream_limit_rate(fields) == rate
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["fast"],
+        [""],
+        ["-5"],
+        ["1e6"],
+        ["5, 6"],
+        ["5", "6"],
+        ["9" * 400],
+        ["0x10"],
+        ["\uff11\uff12"],
+    ],
+)
+def test_an_upstream_limit_rate_that_is_not_one_number_is_refused(values: list[str]) -> None:
+    with pytest.raises(ValueError, match="X-Accel-Limit-Rate"):
+        upstream_limit_rate([("X-Accel-Limit-Rate", value) for value in values])
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["X-Accel-Limit-Rate", "x-ACCEL-limit-rate", "A"]), st.text())
+    )
+)
+def test_x_accel_limit_rate_never_reaches_the_client(fields: list[tuple[str, str]]) -> None:
+    kept = response_headers_for_client(fields, via_name="p")
+    assert all(name.lower() != "x-accel-limit-rate" for name, _ in kept)
+    try:
+        rate = upstream_limit_rate(fields)
+    except ValueError:
+        return
+    assert rate is None or rate >= 0
+
+
+# --- who the client is, behind trusted proxies (issue 16) -------------------------------------
+
+TRUSTED = trusted_networks("127.0.0.0/8, 10.1.0.0/16, ::1")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("192.0.2.7", ["10.0.0.1"], "192.0.2.7"),  # an untrusted peer names itself
+        ("127.0.0.1", [], "127.0.0.1"),  # a trusted peer without the header
+        ("127.0.0.1", ["10.0.0.1"], "10.0.0.1"),
+        ("::ffff:127.0.0.1", ["10.0.0.1"], "10.0.0.1"),  # IPv4 through an IPv6 socket
+        ("::1", ["2001:db8::5"], "2001:db8::5"),
+        ("127.0.0.1", ["1.1.1.1, 10.0.0.1"], "10.0.0.1"),  # the first entry is the client's word
+        ("127.0.0.1", ["1.1.1.1", "10.0.0.1, 10.1.2.3"], "10.0.0.1"),  # through two proxies
+        ("127.0.0.1", ["10.1.2.3"], "10.1.2.3"),  # only trusted hops: the farthest of them
+        ("127.0.0.1", ["1.1.1.1, unknown"], "127.0.0.1"),  # garbage: stop at the last trusted
+        ("127.0.0.1", ["[2001:db8::9]"], "2001:db8::9"),
+    ],
+)
+def test_forwarded_client(peer: str, forwarded_for: list[str], client: str) -> None:
+    headers = [("X-Forwarded-For", value) for value in forwarded_for]
+    assert forwarded_client(peer, headers, TRUSTED) == client
+
+
+@given(st.text(max_size=40), st.lists(st.text(max_size=60), max_size=4))
+def test_an_untrusted_peer_cannot_name_another_client(peer: str, values: list[str]) -> None:
+    headers = [("X-Forwarded-For", value) for value in values]
+    if not is_trusted(peer, TRUSTED):
+        assert forwarded_client(peer, headers, TRUSTED) == peer
+    assert forwarded_client(peer, headers, ()) == peer
+
+
+def test_is_trusted() -> None:
+    assert is_trusted("10.1.200.3", TRUSTED)
+    assert not is_trusted("10.2.0.1", TRUSTED)
+    assert not is_trusted("not an address", TRUSTED)
+    assert not is_trusted("127.0.0.1", ())

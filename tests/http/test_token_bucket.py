@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_range.http.token_bucket import Bucket, Grant, Pacing, refill, start, take
+from trio_range.http.token_bucket import Bucket, Grant, Pacing, pacing_for, refill, start, take
 
 MiB = 1024 * 1024
 
@@ -136,3 +138,39 @@ async def test_a_paced_writer_sleeps_until_its_tokens_under_the_autojump_clock(
     assert trio.current_time() - began == pytest.approx(3.5)
     assert moments[:8] == [0.0] * 8  # the burst, in 256 KiB writes, at once
     assert moments[8] == pytest.approx(1 / 16)  # then one 256 KiB write every 62.5 ms
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"rate_bytes_per_s": 0, "burst_bytes": 5}, None),
+        ({"rate_bytes_per_s": 100, "burst_bytes": 5}, Pacing(100, 5)),
+        # a video of 1.5 MB in 15 s at 1.25x: 125 000 B/s, whatever the fixed rate
+        (
+            {
+                "rate_bytes_per_s": 7,
+                "burst_bytes": 0,
+                "size": 1_500_000,
+                "duration_s": 15.0,
+                "bitrate_factor": 1.25,
+            },
+            Pacing(125_000, 0),
+        ),
+        # no duration (not a video, or an unreadable header): the fixed rate, or none
+        ({"rate_bytes_per_s": 7, "burst_bytes": 0, "size": 10, "bitrate_factor": 2.0}, Pacing(7)),
+        ({"rate_bytes_per_s": 0, "burst_bytes": 0, "size": 10, "bitrate_factor": 2.0}, None),
+        # a tiny file: at least one byte a second
+        (
+            {
+                "rate_bytes_per_s": 0,
+                "burst_bytes": 0,
+                "size": 1,
+                "duration_s": 1e6,
+                "bitrate_factor": 0.1,
+            },
+            Pacing(1),
+        ),
+    ],
+)
+def test_pacing_for_a_response(arguments: dict[str, Any], expected: Pacing | None) -> None:
+    assert pacing_for(**arguments) == expected

@@ -145,7 +145,7 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def start_origin_and_proxy(
-    nursery: trio.Nursery, folder: Path, *, ignore_range: bool = False
+    nursery: trio.Nursery, folder: Path, *, ignore_range: bool = False, **proxy_overrides: Any
 ) -> tuple[str, str]:
     config = origin_config(media_dir=folder, default_file="sample.mp4")
     app = create_origin(config)
@@ -156,7 +156,7 @@ async def start_origin_and_proxy(
         origin = urls[0]
     else:
         origin = await start_app(nursery, app, config)
-    proxy = proxy_config(origin)
+    proxy = proxy_config(origin, **proxy_overrides)
     return origin, await start_app(nursery, create_proxy(proxy), proxy)
 
 
@@ -291,7 +291,12 @@ def serving_failures(before: dict[str, Any], after: dict[str, Any]) -> list[str]
 
 
 async def browse(
-    nursery: trio.Nursery, tmp_path: Path, long_clip: Path, *, ignore_range: bool = False
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    long_clip: Path,
+    *,
+    ignore_range: bool = False,
+    **proxy_overrides: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Run the player scenario; returns the seek records and the proxy's stats around it.
 
@@ -301,7 +306,9 @@ async def browse(
     """
     folder = media_folder(tmp_path)
     shutil.copyfile(long_clip, folder / "long.mp4")
-    origin, proxy = await start_origin_and_proxy(nursery, folder, ignore_range=ignore_range)
+    origin, proxy = await start_origin_and_proxy(
+        nursery, folder, ignore_range=ignore_range, **proxy_overrides
+    )
     before = await stats_of(proxy)
     # Only a hang reaches this bound: every wait inside has its own, and the seeks are bounded
     # in the page (3 x 2 x SEEK_BOUND_MS at most).
@@ -324,6 +331,26 @@ async def test_browser_seeks_in_a_video_through_the_proxy_with_206_answers(
     records, before, after = await browse(nursery, tmp_path, long_clip)
     assert not seek_failures(records), seek_failures(records)
     assert not serving_failures(before, after), serving_failures(before, after)
+
+
+async def test_browser_plays_and_seeks_through_a_paced_proxy(
+    nursery: trio.Nursery, tmp_path: Path, long_clip: Path
+) -> None:
+    # Issue 16's video setting: a burst of about 4 s of video, then 1.25 x its bitrate
+    # (the sample: 1 153 690 B in 15 s, 76 913 B/s). Each seek's new request gets its burst.
+    bitrate = (SAMPLE.stat().st_size + 14) // 15
+    records, before, after = await browse(
+        nursery,
+        tmp_path,
+        long_clip,
+        limit_rate_bytes_per_s=bitrate * 5 // 4,
+        limit_rate_after_bytes=bitrate * 4,
+    )
+    assert not seek_failures(records), seek_failures(records)
+    assert not serving_failures(before, after), serving_failures(before, after)
+    paced = after["shaping"]["paced_streams"] - before["shaping"]["paced_streams"]
+    assert paced >= len(SEEK_TARGETS_S)
+    assert after["shaping"]["pacing_wait_s"] > 0
 
 
 async def test_browser_test_fails_against_a_server_that_ignores_range(

@@ -870,3 +870,24 @@ async def test_dashboard_renders_the_live_totals_in_headless_chromium(
     samples = re.search(r'id="chart" data-samples="(\d+)"', dom)
     assert samples
     assert int(samples.group(1)) >= 1  # the chart drew at least one interval
+
+
+def test_paced_streams_their_waits_and_refusals_are_counted() -> None:
+    store = MemoryStatsStore("origin")
+    for wait_s in (1.25, 0.5):
+        exchange = make_exchange()
+        exchange.paced, exchange.pacing_wait_s = True, wait_s
+        run(store, exchange)
+    run(store, make_exchange())  # not paced
+    store.record_refusal("max_streams")
+    store.record_refusal("max_connections_per_client")
+    store.record_refusal("max_connections_per_client")
+    document = store.snapshot().to_json()
+    assert document["shaping"] == {"paced_streams": 2, "pacing_wait_s": 1.75}
+    assert document["refused"] == {
+        "max_connections": 0,
+        "max_connections_per_client": 2,
+        "max_streams": 1,
+    }
+    with pytest.raises(ValueError, match="unknown limit"):
+        store.record_refusal("max_bananas")

@@ -52,6 +52,10 @@ def test_a_snapshot_survives_flattening_and_back() -> None:
         run(store, exchange)
     store.record_upstream_request()
     store.record_upstream_error("timeout")
+    paced = make_exchange("GET", 200)
+    paced.paced, paced.pacing_wait_s = True, 2.5
+    run(store, paced)
+    store.record_refusal("max_connections_per_client")
     before = store.snapshot()
     after = unflatten(flatten(before), before, streams_active=0, upstream_open=0)
     assert after.to_json() == before.to_json()

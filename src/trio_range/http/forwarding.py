@@ -7,17 +7,23 @@ the case they arrived in. Fields that are not ours to touch keep their order and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Sequence
 
+from trio_range.config import Network
 from trio_range.http.grammar import OWS, TCHAR, is_token, parse_digits, split_list
 
 __all__ = [
+    "ACCEL_LIMIT_RATE",
     "HOP_BY_HOP",
     "connection_options",
+    "forwarded_client",
+    "is_trusted",
     "request_headers_for_upstream",
     "response_headers_for_client",
     "rewrite_upstream_location",
     "strip_hop_by_hop",
+    "upstream_limit_rate",
     "via_value",
 ]
 
@@ -169,6 +175,29 @@ def request_headers_for_upstream(
 
 _LOCATION_FIELDS = frozenset({"location", "content-location"})
 
+# nginx's convention for an upstream to set the rate of one response (bytes per second, 0 for
+# none): honoured only when the proxy trusts its upstream, never shown to the client.
+ACCEL_LIMIT_RATE = "x-accel-limit-rate"
+# A rate past this (1 TiB/s) is no limit a server could mean: refused as garbage.
+MAX_LIMIT_RATE = 1 << 40
+
+
+def upstream_limit_rate(upstream_headers: Iterable[tuple[str, str]]) -> int | None:
+    """The rate the upstream's X-Accel-Limit-Rate sets, in bytes per second (0: not paced).
+
+    None when the field is absent. Raises ValueError for a value that is not one decimal
+    number (several fields must agree): the proxy then logs it and keeps its own rate.
+    """
+    values = {
+        value.strip(OWS) for name, value in upstream_headers if name.lower() == ACCEL_LIMIT_RATE
+    }
+    if not values:
+        return None
+    rate = parse_digits(values.pop()) if len(values) == 1 else None
+    if rate is None or rate > MAX_LIMIT_RATE:
+        raise ValueError("X-Accel-Limit-Rate is not one decimal number of bytes per second")
+    return rate
+
 
 def rewrite_upstream_location(value: str, upstream_base: str) -> str:
     """A Location that names the upstream, made relative to the proxy.
@@ -196,13 +225,18 @@ def response_headers_for_client(
 ) -> Headers:
     """The header list to send the client for the upstream's response.
 
-    Everything end-to-end is kept exactly, Date and Server included; Content-Length,
+    Everything end-to-end is kept exactly, Date and Server included (but not
+    X-Accel-Limit-Rate, addressed to the proxy: :func:`upstream_limit_rate`); Content-Length,
     Content-Range, Content-Type, ETag, Last-Modified and Accept-Ranges describe the bytes the
     relay passes through unchanged. With ``upstream_base``, a Location or Content-Location
     naming the upstream is made relative (:func:`rewrite_upstream_location`).
     """
     upstream_headers = list(upstream_headers)
-    headers = strip_hop_by_hop(upstream_headers)
+    headers = [
+        (name, value)
+        for name, value in strip_hop_by_hop(upstream_headers)
+        if name.lower() != ACCEL_LIMIT_RATE
+    ]
     if upstream_base is not None:
         headers = [
             (name, rewrite_upstream_location(value, upstream_base))
@@ -216,3 +250,46 @@ def response_headers_for_client(
         # message MUST first remove the received Content-Length field".
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
     return _append_via(headers, via_value(via_name, upstream_http_version))
+
+
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    """Whether ``address`` (an IP address as text) lies in one of the ``trusted`` networks.
+
+    An IPv4 address seen through an IPv6 socket (``::ffff:10.0.0.1``) counts as itself.
+    """
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip(OWS + "[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in trusted)
+
+
+def forwarded_client(
+    peer: str, headers: Iterable[tuple[str, str]], trusted: Sequence[Network]
+) -> str:
+    """The client a request comes from: its peer, or, from a trusted proxy, the address that
+    proxy saw.
+
+    X-Forwarded-For lists each hop's client, nearest last, and only the entries that trusted
+    proxies appended can be believed (a client writes whatever it likes in the first ones):
+    walking from the right, the first address that is not itself a trusted proxy is the client
+    (nginx's ``real_ip_recursive``). A request from an untrusted peer names itself, whatever its
+    header says; a list that ends in garbage stops the walk at the last trusted hop.
+    """
+    if not is_trusted(peer, trusted):
+        return peer
+    client = peer
+    for member in reversed(
+        [m for value in _combined(headers, "x-forwarded-for") for m in split_list(value)]
+    ):
+        if not is_trusted(member, trusted):
+            try:
+                return str(ipaddress.ip_address(member.strip("[]")))
+            except ValueError:
+                return client
+        client = member
+    return client

@@ -99,3 +99,28 @@ def take(pacing: Pacing, bucket: Bucket, now: float, wanted: int) -> Grant:
         return Grant(sent, 0.0, Bucket(max(0.0, bucket.tokens - sent), bucket.updated_at))
     wait_s = (useful - bucket.tokens) / pacing.rate_bytes_per_s
     return Grant(0, wait_s, bucket)
+
+
+def pacing_for(
+    *,
+    rate_bytes_per_s: int,
+    burst_bytes: int,
+    size: int | None = None,
+    duration_s: float | None = None,
+    bitrate_factor: float = 0.0,
+) -> Pacing | None:
+    """How to pace one response, or None to send it at full speed.
+
+    With a ``bitrate_factor`` and a media file's ``size`` and ``duration_s``, the rate is that
+    many times the file's average bitrate (a video sent a little faster than it plays);
+    otherwise the fixed ``rate_bytes_per_s`` (0: not paced).
+
+    >>> pacing_for(rate_bytes_per_s=0, burst_bytes=0) is None
+    True
+    >>> pacing_for(rate_bytes_per_s=0, burst_bytes=10, size=1000, duration_s=10, bitrate_factor=1.5)
+    Pacing(rate_bytes_per_s=150, burst_bytes=10, saved_max_bytes=0)
+    """
+    rate = rate_bytes_per_s
+    if bitrate_factor > 0 and size and duration_s:
+        rate = max(1, math.ceil(bitrate_factor * size / duration_s))
+    return Pacing(rate_bytes_per_s=rate, burst_bytes=burst_bytes) if rate > 0 else None

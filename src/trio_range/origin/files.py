@@ -21,9 +21,11 @@ from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
 from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
 from trio_range.origin.file_body import file_body
 from trio_range.origin.media_folder import MediaFolder, content_type_for
+from trio_range.origin.shaping import Shaping
 from trio_range.server.common import json_response, not_found
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, can_send_file
+from trio_range.server.pacing import paced
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class OriginSite:
     config: OriginConfig
     folder: MediaFolder
     limits: RangeLimits
+    shaping: Shaping
 
     @classmethod
     def from_config(cls, config: OriginConfig) -> OriginSite:
@@ -40,6 +43,7 @@ class OriginSite:
             config=config,
             folder=MediaFolder.at(config.media_dir),
             limits=RangeLimits(max_ranges=config.max_ranges),
+            shaping=Shaping(config),
         )
 
     @property
@@ -112,6 +116,10 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         chunk_bytes=site.config.chunk_size_bytes,
         sendfile=can_send_file(request.scope),
     )
+    if site.shaping.enabled:
+        pacing = await site.shaping.pacing(relative, file, representation.content_type)
+        if pacing is not None:
+            body = paced(body, pacing, exchange)
     return _response(plan, body)
 
 

@@ -20,7 +20,11 @@ from quart import Response, request
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import UpstreamError
-from trio_range.http.forwarding import request_headers_for_upstream, response_headers_for_client
+from trio_range.http.forwarding import (
+    request_headers_for_upstream,
+    response_headers_for_client,
+    upstream_limit_rate,
+)
 from trio_range.http.relay import (
     RangeConflict,
     query_range,
@@ -29,9 +33,11 @@ from trio_range.http.relay import (
     representation_size,
     upstream_target,
 )
+from trio_range.http.token_bucket import Pacing, pacing_for
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
+from trio_range.server.pacing import paced
 from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
@@ -92,14 +98,6 @@ async def relay(site: ProxySite) -> Response:
     if response.status_code >= 500:
         stats.record_upstream_error("status_5xx")
 
-    relayed = Response(
-        b""
-        if request.method == "HEAD"
-        else relay_body(response, stats_error=stats.record_upstream_error),
-        status=response.status_code,
-    )
-    del relayed.headers["Content-Type"]
-    del relayed.headers["Content-Length"]
     # The upstream's fields as it sent them: httpx's raw names keep their case (multi_items()
     # would lowercase them) and latin-1 gives back every byte (connection.send_response
     # encodes them the same way). Clients that read names literally (GDAL) then see what they
@@ -107,6 +105,15 @@ async def relay(site: ProxySite) -> Response:
     upstream_fields = [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw
     ]
+    body: object = b""
+    if request.method != "HEAD":
+        body = relay_body(response, stats_error=stats.record_upstream_error)
+        pacing = response_pacing(site.config, upstream_fields, target)
+        if pacing is not None:
+            body = paced(body, pacing, exchange)
+    relayed = Response(body, status=response.status_code)  # type: ignore[arg-type]
+    del relayed.headers["Content-Type"]
+    del relayed.headers["Content-Length"]
     for name, value in response_headers_for_client(
         upstream_fields,
         via_name=site.config.via_name,
@@ -120,6 +127,21 @@ async def relay(site: ProxySite) -> Response:
         response.headers.get("Content-Type", ""),
     )
     return relayed
+
+
+def response_pacing(
+    config: ProxyConfig, upstream_fields: list[tuple[str, str]], target: str
+) -> Pacing | None:
+    """How to pace a relayed body: the configured rate, or the upstream's when trusted."""
+    rate = config.limit_rate_bytes_per_s
+    if config.trust_upstream_rate:
+        try:
+            upstream_rate = upstream_limit_rate(upstream_fields)
+        except ValueError as error:
+            log.warning("%s: %s; the configured rate applies", target, error)
+        else:
+            rate = rate if upstream_rate is None else upstream_rate
+    return pacing_for(rate_bytes_per_s=rate, burst_bytes=config.limit_rate_after_bytes)
 
 
 async def _conflict(site: ProxySite, target: str, headers: list[tuple[str, str]]) -> Response:

@@ -40,6 +40,9 @@ class Exchange:
     range_outcome: str = "none"
     if_range_failed: bool = False
     detail: str = ""
+    # Set by server/pacing.py (issue 16): the body was paced, and how long it slept for tokens.
+    paced: bool = False
+    pacing_wait_s: float = 0.0
 
     @property
     def has_body(self) -> bool:

@@ -17,7 +17,9 @@ from werkzeug.routing import RequestRedirect
 from trio_range.config import ServerConfig
 from trio_range.http.limits import check_request_head
 from trio_range.server.app import RangeApp
+from trio_range.server.client_limit import ForwardedClientLimit
 from trio_range.server.common import not_found, plain
+from trio_range.server.exchange import current_exchange
 
 log = logging.getLogger("trio_range")
 
@@ -28,8 +30,15 @@ _EXEMPT_FROM_OVERLOAD = frozenset({"/healthz"})
 
 def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
     """Refuse bad request heads (400, 414, 431), answer non-canonical paths (404, 308), and
-    refuse past ``max_streams`` (503 with Retry-After)."""
+    refuse past ``max_streams`` or, behind a trusted proxy, ``max_connections_per_client``
+    (503 with Retry-After)."""
     exempt = _EXEMPT_FROM_OVERLOAD | {config.stats_path, config.metrics_path}
+    per_client = ForwardedClientLimit(config)
+
+    def refused(limit: str) -> None:
+        store = app.extensions.get("trio_range.stats")
+        if store is not None:
+            store.record_refusal(limit)
 
     @app.before_request
     async def guard() -> Response | None:
@@ -61,5 +70,17 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
             log.warning(
                 "503: %d requests in flight (max_streams %d)", app.in_flight - 1, config.max_streams
             )
+            refused("max_streams")
             return plain(503, "Service Unavailable", Retry_After="1")
+        if per_client.active and request.path not in exempt:
+            client = per_client.admit(scope, current_exchange())
+            if client is not None:
+                log.warning(
+                    "503: %s has %d requests in flight through a trusted proxy "
+                    "(max_connections_per_client)",
+                    client,
+                    per_client.limit,
+                )
+                refused("max_connections_per_client")
+                return plain(503, "Too Many Connections From This Client", Retry_After="1")
         return None

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
 import trio
+
+from trio_range.config import Network
+from trio_range.http.forwarding import is_trusted
+
+log = logging.getLogger("trio_range")
 
 
 class ConnectionRegistry:
@@ -22,26 +28,70 @@ class ConnectionRegistry:
     write fails at once and its task ends.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        per_client: int = 0,
+        trusted: Sequence[Network] = (),
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.limit = limit
         self.open: set[trio.SocketStream] = set()
         self.refused = 0
+        # Issue 16: connections per client address (0: no limit). A trusted proxy's
+        # connections carry many clients: they are limited per request instead (guards.py).
+        self.per_client = per_client
+        self.trusted = tuple(trusted)
+        self.by_client: dict[str, int] = {}
+        self.on_refused = on_refused
 
     async def handle(
         self, stream: trio.SocketStream, serve_connection: Callable[[trio.SocketStream], Any]
     ) -> None:
         if len(self.open) >= self.limit:
-            self.refused += 1
-            await _refuse(stream)
+            await self._refuse(stream, "max_connections")
+            return
+        client = self._limited_client(stream)
+        if client is not None and self.by_client.get(client, 0) >= self.per_client:
+            log.warning(
+                "503: %s has %d connections open (max_connections_per_client)",
+                client,
+                self.per_client,
+            )
+            await self._refuse(stream, "max_connections_per_client")
             return
         self.open.add(stream)
+        if client is not None:
+            self.by_client[client] = self.by_client.get(client, 0) + 1
         try:
             await serve_connection(stream)
         finally:
             self.open.discard(stream)
+            if client is not None:
+                left = self.by_client.pop(client) - 1
+                if left:
+                    self.by_client[client] = left
             # Hypercorn closes the socket after an await (send_eof) that cancellation skips:
             # a connection cancelled at the grace deadline would leave its socket to the GC.
             stream.socket.close()
+
+    def _limited_client(self, stream: trio.SocketStream) -> str | None:
+        """The address whose connections ``stream`` counts against, or None if not limited."""
+        if not self.per_client:
+            return None
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:
+            return None
+        address = peer[0] if isinstance(peer, tuple) else str(peer)
+        return None if is_trusted(address, self.trusted) else address
+
+    async def _refuse(self, stream: trio.SocketStream, limit: str) -> None:
+        self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused(limit)
+        await _refuse(stream)
 
     def abort_all(self) -> int:
         """Reset every open connection (RST, not FIN: the client sees an aborted transfer)."""

@@ -16,7 +16,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import LifespanState
 
-from trio_range.config import ProxyConfig, ServerConfig
+from trio_range.config import ProxyConfig, ServerConfig, trusted_networks
 from trio_range.http.forwarding import via_value
 from trio_range.server._hypercorn_hooks import (
     ConnectionServer,
@@ -104,7 +104,13 @@ async def serve_app(
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(asgi, hc, lifespan_state)
     context = WorkerContext(None)
-    registry = ConnectionRegistry(config.max_connections)
+    stats = app.extensions.get("trio_range.stats")
+    registry = ConnectionRegistry(
+        config.max_connections,
+        per_client=config.max_connections_per_client,
+        trusted=trusted_networks(config.trusted_proxies),
+        on_refused=stats.record_refusal if stats is not None else None,
+    )
     error_headers = protocol_error_headers(config)
     app.extensions["trio_range.connections"] = registry
     listening = _listening_socket(config)

@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from trio_range.stats.histogram import HistogramSnapshot
 from trio_range.stats.snapshot import (
     RANGE_OUTCOMES,
+    REFUSAL_LIMITS,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    ShapingSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
 )
@@ -49,6 +51,10 @@ def flatten(s: StatsSnapshot) -> dict[str, float]:
         counts["up:requests"] = s.upstream.requests
         for kind, n in s.upstream.errors.items():
             counts[f"up:err:{kind}"] = n
+    counts["paced"] = s.shaping.paced_streams
+    counts["pace_wait:sum"] = s.shaping.pacing_wait_s
+    for limit, n in s.shaping.refused.items():
+        counts[f"refused:{limit}"] = n
     return counts
 
 
@@ -120,4 +126,9 @@ def unflatten(
         ttfb=_histogram(counts, "ttfb", local.ttfb),
         duration=_histogram(counts, "dur", local.duration),
         upstream=upstream,
+        shaping=ShapingSnapshot(
+            paced_streams=int(counts.get("paced", 0)),
+            pacing_wait_s=float(counts.get("pace_wait:sum", 0.0)),
+            refused={limit: int(counts.get(f"refused:{limit}", 0)) for limit in REFUSAL_LIMITS},
+        ),
     )

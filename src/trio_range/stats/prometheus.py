@@ -21,6 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from trio_range.stats.histogram import HistogramSnapshot
+from trio_range.stats.snapshot import ShapingSnapshot
 from trio_range.stats.store import StatsStore
 
 PREFIX = "trio_range"
@@ -109,6 +110,7 @@ class StatsCollector:
             "From the request to the end of its exchange.",
             s.duration,
         )
+        yield from _shaping(s.shaping)
         if s.upstream is not None:
             yield CounterMetricFamily(
                 f"{p}_upstream_requests",
@@ -126,6 +128,26 @@ class StatsCollector:
                 "Connections open to the upstream.",
                 value=s.upstream.open_connections,
             )
+
+
+def _shaping(shaping: ShapingSnapshot) -> Iterator[Metric]:
+    p = PREFIX
+    yield CounterMetricFamily(
+        f"{p}_paced_streams", "Responses paced by a rate limit.", value=shaping.paced_streams
+    )
+    yield CounterMetricFamily(
+        f"{p}_pacing_wait_seconds",
+        "Seconds paced responses slept waiting for tokens (summed over responses).",
+        value=shaping.pacing_wait_s,
+    )
+    refused = CounterMetricFamily(
+        f"{p}_refused",
+        "Connections or requests answered 503 by the server itself, by the limit passed.",
+        labels=["limit"],
+    )
+    for limit, count in shaping.refused.items():
+        refused.add_metric([limit], count)
+    yield refused
 
 
 def metrics_registry(store: StatsStore) -> CollectorRegistry:

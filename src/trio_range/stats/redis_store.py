@@ -144,6 +144,9 @@ class RedisStatsStore:
     def record_upstream_error(self, kind: str) -> None:
         self._local.record_upstream_error(kind)
 
+    def record_refusal(self, limit: str) -> None:
+        self._local.record_refusal(limit)
+
     def _local_snapshot(self) -> StatsSnapshot:
         self._local.open_upstream_connections = self.open_upstream_connections
         return self._local.snapshot()

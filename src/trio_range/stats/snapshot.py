@@ -16,6 +16,9 @@ from trio_range.stats.histogram import HistogramSnapshot
 RANGE_OUTCOMES = ("single", "multi", "unsatisfiable", "ignored")
 STREAM_OUTCOMES = ("completed", "aborted", "failed")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "truncated", "status_5xx")
+# The limits past which a server answers 503 itself, each counted (issue 16), named as the
+# settings that set them.
+REFUSAL_LIMITS = ("max_connections", "max_connections_per_client", "max_streams")
 
 # A client chooses the method: any other name is counted as OTHER, so a scanner sending random
 # methods cannot grow the counters (or a Prometheus server's series) without bound.
@@ -31,6 +34,24 @@ class UpstreamSnapshot:
     requests: int
     open_connections: int
     errors: Mapping[str, int]  # every kind of UPSTREAM_ERROR_KINDS, zeros included
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShapingSnapshot:
+    """Traffic shaping (issue 16): paced responses, their waits, and refusals by limit."""
+
+    paced_streams: int
+    pacing_wait_s: float
+    refused: Mapping[str, int]  # every limit of REFUSAL_LIMITS, zeros included
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shaping": {
+                "paced_streams": self.paced_streams,
+                "pacing_wait_s": round(self.pacing_wait_s, 3),
+            },
+            "refused": dict(self.refused),
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,6 +71,7 @@ class StatsSnapshot:
     ttfb: HistogramSnapshot
     duration: HistogramSnapshot
     upstream: UpstreamSnapshot | None  # None unless the role is "proxy"
+    shaping: ShapingSnapshot
 
     @property
     def requests_total(self) -> int:
@@ -87,6 +109,7 @@ class StatsSnapshot:
             },
             "latency": {"ttfb_s": self.ttfb.to_json(), "duration_s": self.duration.to_json()},
         }
+        document.update(self.shaping.to_json())
         if self.upstream is not None:
             document["upstream"] = {
                 "requests": self.upstream.requests,

@@ -25,8 +25,10 @@ from trio_range.stats.histogram import Histogram
 from trio_range.stats.snapshot import (
     KNOWN_METHODS,
     RANGE_OUTCOMES,
+    REFUSAL_LIMITS,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    ShapingSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
 )
@@ -55,6 +57,10 @@ class FinishedExchange(Protocol):
     def first_byte_at(self) -> float | None: ...
     @property
     def finished_at(self) -> float | None: ...
+    @property
+    def paced(self) -> bool: ...
+    @property
+    def pacing_wait_s(self) -> float: ...
 
 
 class StatsStore(Protocol):
@@ -79,6 +85,9 @@ class StatsStore(Protocol):
 
     def record_upstream_error(self, kind: str) -> None:
         """An upstream request failed; ``kind`` is one of UPSTREAM_ERROR_KINDS."""
+
+    def record_refusal(self, limit: str) -> None:
+        """The server answered 503 past ``limit``, one of REFUSAL_LIMITS."""
 
     def snapshot(self) -> StatsSnapshot:
         """Every figure, consistent with each other."""
@@ -111,6 +120,9 @@ class MemoryStatsStore:
         self._duration = Histogram()
         self._upstream_requests = 0
         self._upstream_errors = dict.fromkeys(UPSTREAM_ERROR_KINDS, 0)
+        self._paced_streams = 0
+        self._pacing_wait_s = 0.0
+        self._refused = dict.fromkeys(REFUSAL_LIMITS, 0)
 
     # A stream is a response with a body. It is active from its head to the end of the exchange;
     # response_started and exchange_finished decide "has a body" with the same test, so every
@@ -147,6 +159,9 @@ class MemoryStatsStore:
             else:  # "aborted": the client went away
                 self._streams["aborted"] += 1
                 self._aborted_bytes += exchange.bytes_sent
+        if exchange.paced:
+            self._paced_streams += 1
+            self._pacing_wait_s += exchange.pacing_wait_s
 
     def record_upstream_request(self) -> None:
         self._upstream_requests += 1
@@ -155,6 +170,11 @@ class MemoryStatsStore:
         if kind not in self._upstream_errors:
             raise ValueError(f"unknown upstream error kind {kind!r}: {UPSTREAM_ERROR_KINDS}")
         self._upstream_errors[kind] += 1
+
+    def record_refusal(self, limit: str) -> None:
+        if limit not in self._refused:
+            raise ValueError(f"unknown limit {limit!r}: {REFUSAL_LIMITS}")
+        self._refused[limit] += 1
 
     def snapshot(self) -> StatsSnapshot:
         upstream = None
@@ -179,4 +199,5 @@ class MemoryStatsStore:
             ttfb=self._ttfb.snapshot(),
             duration=self._duration.snapshot(),
             upstream=upstream,
+            shaping=ShapingSnapshot(self._paced_streams, self._pacing_wait_s, dict(self._refused)),
         )
