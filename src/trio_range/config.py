@@ -159,6 +159,11 @@ class OriginConfig(ServerConfig):
     default_file: str = _field("sample.mp4", "file served at / (relative to media_dir)")
     chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
     max_ranges: int = _field(100, "more ranges than this in one request: Range ignored, 200")
+    # --- issue 15 (slice cache): the origin's side of freshness ---
+    cache_control: str = _field(
+        "", "Cache-Control value of every file answer, e.g. 'public, max-age=3600' ('' = none)"
+    )
+    # --- end issue 15 ---
 
     ROLE = "ORIGIN"
 
@@ -170,6 +175,9 @@ class OriginConfig(ServerConfig):
             )
         if self.max_ranges < 1:
             raise ConfigError(f"max_ranges must be >= 1, got {self.max_ranges}")
+        # issue 15: written into every file answer's head.
+        if any(c in self.cache_control for c in "\r\n\x00") or not self.cache_control.isascii():
+            raise ConfigError("cache_control must be one line of ASCII")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -184,6 +192,14 @@ class ProxyConfig(ServerConfig):
     read_timeout_s: float = _field(60.0, "wait between upstream body chunks (abort past it)")
     pool_size: int = _field(100, "upstream connections kept at most")
     pool_timeout_s: float = _field(10.0, "wait for a free upstream connection (503 past it)")
+    # --- issue 15: the range-aware slice cache (docs/cache.md); off unless cache_dir is set ---
+    cache_dir: str = _field("", "folder of the slice cache ('' = no cache; workers may share it)")
+    cache_max_bytes: int = _field(1024**3, "disk bytes the cached slices may use (LRU eviction)")
+    slice_size_bytes: int = _field(1024 * 1024, "bytes per cached slice (64 KiB..64 MiB)")
+    cache_default_ttl_s: float = _field(
+        60.0, "freshness of an answer without max-age, s-maxage or Expires"
+    )
+    # --- end issue 15 ---
 
     ROLE = "PROXY"
     # Up to 0.1.0 the proxy had the origin's setting too.
@@ -199,6 +215,15 @@ class ProxyConfig(ServerConfig):
             raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
         if not self.via_name or any(c in self.via_name for c in ",\r\n"):
             raise ConfigError("via_name must be a non-empty token without commas or newlines")
+        # issue 15: the slice cache.
+        if not 64 * 1024 <= self.slice_size_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(
+                f"slice_size_bytes must be 64 KiB..64 MiB, got {self.slice_size_bytes}"
+            )
+        if self.cache_max_bytes < 2 * self.slice_size_bytes:
+            raise ConfigError(
+                "cache_max_bytes must hold at least two slices (2 x slice_size_bytes)"
+            )
 
 
 ConfigT = TypeVar("ConfigT", bound=ServerConfig)

@@ -21,6 +21,7 @@ from quart import Response, request
 from trio_range.config import ProxyConfig
 from trio_range.errors import UpstreamError
 from trio_range.http.forwarding import request_headers_for_upstream, response_headers_for_client
+from trio_range.http.ranges import RangeLimits
 from trio_range.http.relay import (
     RangeConflict,
     query_range,
@@ -29,6 +30,8 @@ from trio_range.http.relay import (
     representation_size,
     upstream_target,
 )
+from trio_range.proxy.cache.cache import SliceCache
+from trio_range.proxy.cache.serve import serve_cached
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
@@ -36,6 +39,7 @@ from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
 
+_CACHE_LIMITS = RangeLimits()  # the origin's default range limits, for answers from the cache
 _FAILURE_TEXT = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -47,14 +51,25 @@ class ProxySite:
     upstream: Upstream
     stats: StatsStore
     upstream_host: str  # the Host sent upstream, parsed once from the configured URL
+    cache: SliceCache | None = None  # issue 15: the slice cache, when cache_dir is set
 
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
-        return cls(config, Upstream(config), stats, urlsplit(config.upstream).netloc)
+        upstream, host = Upstream(config), urlsplit(config.upstream).netloc
+        cache = SliceCache(config, upstream, stats, host) if config.cache_dir else None
+        return cls(config, upstream, stats, host, cache)
 
 
 async def relay(site: ProxySite) -> Response:
     """Relay the current request upstream and stream the answer back."""
+    if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
+        try:
+            cached = await serve_cached(site.cache, _CACHE_LIMITS)
+        except UpstreamError as error:
+            log.warning("%s %s: %s", request.method, request.path, error)
+            return upstream_failure(error)
+        if cached is not None:
+            return cached
     exchange = current_exchange()
     scope = request.scope
     client_headers = [

@@ -80,7 +80,7 @@ class ExchangeRecorder:
             duration = (exchange.finished_at or exchange.started_at) - exchange.started_at
             access_log.info(
                 "method=%s path=%s status=%d range=%s range_outcome=%s bytes=%d "
-                "duration_ms=%.1f outcome=%s%s",
+                "duration_ms=%.1f outcome=%s%s%s",
                 exchange.method,
                 json.dumps(exchange.path),
                 exchange.status,
@@ -89,6 +89,7 @@ class ExchangeRecorder:
                 exchange.bytes_sent,
                 duration * 1000,
                 exchange.outcome,
+                f" cache={exchange.cache}" if exchange.cache else "",
                 f" detail={json.dumps(exchange.detail)}" if exchange.detail else "",
             )
 

@@ -40,6 +40,8 @@ class Exchange:
     range_outcome: str = "none"
     if_range_failed: bool = False
     detail: str = ""
+    # Set by the proxy's slice cache (issue 15): "hit", "miss", "revalidated" or "bypass".
+    cache: str = ""
 
     @property
     def has_body(self) -> bool:

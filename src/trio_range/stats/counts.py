@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 
 from trio_range.stats.histogram import HistogramSnapshot
 from trio_range.stats.snapshot import (
+    CACHE_COUNTERS,
     RANGE_OUTCOMES,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    CacheSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
 )
@@ -49,6 +51,9 @@ def flatten(s: StatsSnapshot) -> dict[str, float]:
         counts["up:requests"] = s.upstream.requests
         for kind, n in s.upstream.errors.items():
             counts[f"up:err:{kind}"] = n
+    if s.cache is not None:  # issue 15
+        for name, n in s.cache.counts.items():
+            counts[f"cache:{name}"] = n
     return counts
 
 
@@ -92,6 +97,7 @@ def unflatten(
     *,
     streams_active: int,
     upstream_open: int,
+    cache_disk_bytes: int = 0,
 ) -> StatsSnapshot:
     """A snapshot holding ``counts`` and the given gauges; role and clocks from ``local``."""
     requests: dict[tuple[str, int], int] = {}
@@ -120,4 +126,10 @@ def unflatten(
         ttfb=_histogram(counts, "ttfb", local.ttfb),
         duration=_histogram(counts, "dur", local.duration),
         upstream=upstream,
+        cache=None
+        if local.cache is None
+        else CacheSnapshot(
+            counts={name: int(counts.get(f"cache:{name}", 0)) for name in CACHE_COUNTERS},
+            disk_bytes=cache_disk_bytes,
+        ),
     )

@@ -23,10 +23,12 @@ from typing import Protocol
 
 from trio_range.stats.histogram import Histogram
 from trio_range.stats.snapshot import (
+    CACHE_COUNTERS,
     KNOWN_METHODS,
     RANGE_OUTCOMES,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    CacheSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
 )
@@ -80,6 +82,15 @@ class StatsStore(Protocol):
     def record_upstream_error(self, kind: str) -> None:
         """An upstream request failed; ``kind`` is one of UPSTREAM_ERROR_KINDS."""
 
+    # --- issue 15: the slice cache ---
+    # Set by a proxy with a cache (its disk bytes); a store with it set reports a cache.
+    cache_disk_bytes: Callable[[], int] | None
+
+    def record_cache(self, counter: str, amount: int = 1) -> None:
+        """Count ``amount`` in ``counter``, one of CACHE_COUNTERS."""
+
+    # --- end issue 15 ---
+
     def snapshot(self) -> StatsSnapshot:
         """Every figure, consistent with each other."""
 
@@ -111,6 +122,9 @@ class MemoryStatsStore:
         self._duration = Histogram()
         self._upstream_requests = 0
         self._upstream_errors = dict.fromkeys(UPSTREAM_ERROR_KINDS, 0)
+        # issue 15
+        self.cache_disk_bytes: Callable[[], int] | None = None
+        self._cache = dict.fromkeys(CACHE_COUNTERS, 0)
 
     # A stream is a response with a body. It is active from its head to the end of the exchange;
     # response_started and exchange_finished decide "has a body" with the same test, so every
@@ -156,6 +170,20 @@ class MemoryStatsStore:
             raise ValueError(f"unknown upstream error kind {kind!r}: {UPSTREAM_ERROR_KINDS}")
         self._upstream_errors[kind] += 1
 
+    # --- issue 15 ---
+    def record_cache(self, counter: str, amount: int = 1) -> None:
+        if counter not in self._cache:
+            raise ValueError(f"unknown cache counter {counter!r}: {CACHE_COUNTERS}")
+        self._cache[counter] += amount
+
+    def _cache_snapshot(self) -> CacheSnapshot | None:
+        gauge = self.cache_disk_bytes
+        if gauge is None:
+            return None
+        return CacheSnapshot(counts=dict(self._cache), disk_bytes=gauge())
+
+    # --- end issue 15 ---
+
     def snapshot(self) -> StatsSnapshot:
         upstream = None
         if self.role == "proxy":
@@ -179,4 +207,5 @@ class MemoryStatsStore:
             ttfb=self._ttfb.snapshot(),
             duration=self._duration.snapshot(),
             upstream=upstream,
+            cache=self._cache_snapshot(),
         )

@@ -1,0 +1,139 @@
+"""The proxy's slice cache over real sockets: our origin, nginx and a scripted upstream."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import file_data
+from tests.support.multipart_reader import parse_byteranges
+from tests.support.nginx import open_nginx
+from tests.support.servers import proxy_config, start_app, start_origin
+from trio_range.proxy.app import create_app
+
+SLICE = 64 * 1024
+VIDEO = file_data(40 * SLICE + 12345, seed=11)
+
+
+async def start_cached_proxy(
+    nursery: trio.Nursery, upstream: str, cache_dir: Path, **overrides: Any
+) -> str:
+    overrides.setdefault("slice_size_bytes", SLICE)
+    config = proxy_config(upstream, cache_dir=str(cache_dir), **overrides)
+    return await start_app(nursery, create_app(config), config)
+
+
+async def stats_of(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url + "/stats")).json()  # type: ignore[no-any-return]
+
+
+def upstream_206s(stats: dict[str, Any]) -> int:
+    return int(stats["requests"]["by_status"].get("206", 0))
+
+
+@pytest.fixture
+def video_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "video.mp4").write_bytes(VIDEO)
+    return root
+
+
+@pytest.fixture(params=["origin", "nginx"])
+async def cached(
+    request: pytest.FixtureRequest, nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A cached proxy URL whose upstream serves ``video_dir`` under /media/."""
+    if request.param == "origin":
+        upstream = await start_origin(nursery, media_dir=video_dir)
+        yield await start_cached_proxy(nursery, upstream, tmp_path / "cache")
+        return
+    async with open_nginx(root=video_dir.parent) as nginx:
+        yield await start_cached_proxy(nursery, nginx.url, tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("range_value", "start", "stop"),
+    [
+        (None, 0, len(VIDEO)),
+        ("bytes=0-0", 0, 1),
+        ("bytes=65535-65536", 65535, 65537),
+        ("bytes=-100", len(VIDEO) - 100, len(VIDEO)),
+        ("bytes=100000-", 100000, len(VIDEO)),
+        ("bytes=5-1000000", 5, 1000001),
+    ],
+)
+async def test_answers_from_the_cache_are_byte_exact_twice(
+    cached: str, range_value: str | None, start: int, stop: int
+) -> None:
+    headers = {"Range": range_value} if range_value else {}
+    async with httpx.AsyncClient() as client:
+        for _ in range(2):
+            response = await client.get(cached + "/media/video.mp4", headers=headers)
+            assert response.status_code == (206 if range_value else 200)
+            assert response.content == VIDEO[start:stop]
+            assert response.headers["accept-ranges"] == "bytes"
+            assert response.headers["etag"].startswith('"')
+    stats = await stats_of(cached)
+    assert stats["cache"]["miss"] == 1
+    assert stats["cache"]["hit"] == 1
+
+
+async def test_multipart_and_416_from_the_cache(cached: str) -> None:
+    async with httpx.AsyncClient() as client:
+        await client.get(cached + "/media/video.mp4", headers={"Range": "bytes=0-0"})
+        response = await client.get(
+            cached + "/media/video.mp4", headers={"Range": "bytes=0-99,700000-799999"}
+        )
+        assert response.status_code == 206
+        parts = parse_byteranges(response.content, response.headers["content-type"])
+        assert [data for _, _, data in parts] == [VIDEO[0:100], VIDEO[700000:800000]]
+        response = await client.get(
+            cached + "/media/video.mp4", headers={"Range": f"bytes={len(VIDEO)}-"}
+        )
+        assert response.status_code == 416
+        assert response.headers["content-range"] == f"bytes */{len(VIDEO)}"
+
+
+async def test_fifty_clients_seeking_at_random_fetch_each_slice_once(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=video_dir)
+    proxy = await start_cached_proxy(nursery, origin, tmp_path / "cache")
+    rng = random.Random(5)
+    wanted = [
+        [
+            (a, min(a + rng.randrange(1, 3 * SLICE), len(VIDEO)))
+            for a in (rng.randrange(len(VIDEO)) for _ in range(4))
+        ]
+        for _ in range(50)
+    ]
+    failures: list[str] = []
+
+    async def viewer(ranges: list[tuple[int, int]]) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for start, stop in ranges:
+                response = await client.get(
+                    proxy + "/media/video.mp4", headers={"Range": f"bytes={start}-{stop - 1}"}
+                )
+                if response.content != VIDEO[start:stop]:
+                    failures.append(f"{start}-{stop}: {response.status_code}")
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as viewers:
+            for ranges in wanted:
+                viewers.start_soon(viewer, ranges)
+    assert failures == []
+    touched = {
+        i for ranges in wanted for a, b in ranges for i in range(a // SLICE, (b - 1) // SLICE + 1)
+    }
+    assert upstream_206s(await stats_of(origin)) == len(touched)
+    cache = (await stats_of(proxy))["cache"]
+    assert cache["bytes_from_upstream"] == sum(min(SLICE, len(VIDEO) - i * SLICE) for i in touched)
