@@ -95,8 +95,24 @@ class RangeUpstream:
             self.body_bytes_sent += len(body[offset : offset + PIECE_BYTES])
             self._note()
             if offset == 0 and self.gate is not None:
-                await self.gate.wait()
+                await self._hold(stream, self.gate)
         return True
+
+    async def _hold(self, stream: trio.SocketStream, gate: trio.Event) -> None:
+        """Wait for ``gate``, noticing meanwhile a peer that closes (its EOF)."""
+        gone = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal gone
+                gone = not await stream.receive_some(1)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await gate.wait()
+            nursery.cancel_scope.cancel()
+        if gone:
+            raise trio.BrokenResourceError("the peer closed while the body was held")
 
     async def handle(self, stream: trio.SocketStream) -> None:
         buffer = b""

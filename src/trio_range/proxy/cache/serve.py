@@ -56,6 +56,8 @@ async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | Non
     headers = request.headers
     scope = request.scope
     exchange = current_exchange()
+    # Counted when the exchange ends: a "hit" turns "miss" if its body needed a fill.
+    exchange.resources.callback(_count_request, cache, exchange)
     reason = request_bypasses_cache(
         request.method, headers.get("Cache-Control"), has_authorization="Authorization" in headers
     )
@@ -98,7 +100,6 @@ async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | Non
         if label == "revalidated" and record.etag != stale_etag:
             label = "miss"  # a new version: nothing stored was usable
     exchange.cache = label
-    exchange.resources.callback(lambda: cache.stats.record_cache(exchange.cache))
     plan = plan_response(
         ConditionalRequest(
             method=request.method,
@@ -131,6 +132,11 @@ async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | Non
         response.headers["Cache-Control"] = record.cache_control
     response.headers["Age"] = str(max(0, int(cache.clock() - record.stored_at)))
     return response
+
+
+def _count_request(cache: SliceCache, exchange: Exchange) -> None:
+    if exchange.cache:
+        cache.stats.record_cache(exchange.cache)
 
 
 async def _cached_body(
