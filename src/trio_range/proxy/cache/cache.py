@@ -179,22 +179,32 @@ class SliceCache:
 
     # --- fills -------------------------------------------------------------------------------
 
-    def join(self, key: str, index: int, conditional: Validators | None = None) -> Waiter:
-        """A hold on the fill of slice ``index``: the one in flight, or a new one."""
+    def join(
+        self,
+        key: str,
+        index: int,
+        conditional: Validators | None = None,
+        *,
+        version: Validators | None = None,
+    ) -> Waiter:
+        """A hold on the fill of slice ``index``: the one in flight, or a new one.
+
+        A fill that completed stays joinable (its buffer is whole) until its slice is on disk,
+        unless its answer is not of ``version``, the one the caller's answer is planned for.
+        """
         fill = self._fills.get((key, index))
-        # A fill that completed stays joinable (its buffer is whole) until its slice is on disk.
-        if fill is not None and fill.error is None:
+        if fill is not None and fill.error is None and not _other_version(fill, version):
             self.stats.record_cache("collapsed")
             return fill.join()
         if self._nursery is None:
             raise UpstreamError("the cache is not running")
-        fill = Fill(key, index, self._forget)
+        fill = Fill(key, index, self._forget_fill)
         self._fills[(key, index)] = fill
         waiter = fill.join()
         self._nursery.start_soon(self._fill, fill, conditional)
         return waiter
 
-    def _forget(self, fill: Fill) -> None:
+    def _forget_fill(self, fill: Fill) -> None:
         if self._fills.get((fill.key, fill.index)) is fill:
             del self._fills[(fill.key, fill.index)]
 
@@ -209,7 +219,7 @@ class SliceCache:
             log.exception("cache: fill of %s slice %d failed", fill.key, fill.index)
             fill.finish(StreamAborted(f"cache fill failed: {type(error).__name__}"))
         finally:
-            self._forget(fill)
+            self._forget_fill(fill)
             fill.finish(FillCancelled("every waiter left; the fill was cancelled"))
 
     async def _fetch(self, fill: Fill, conditional: Validators | None) -> None:
@@ -251,3 +261,10 @@ class SliceCache:
         await self.store.write_slice(
             fill.key, fill.index, answer.validators, answer.size, bytes(fill.buffer)
         )
+
+
+def _other_version(fill: Fill, version: Validators | None) -> bool:
+    answer = fill.answer
+    if version is None or answer is None or answer.validators is None:
+        return False
+    return not same_version(answer.validators, version)

@@ -4,9 +4,10 @@ A :class:`Fill` runs in the cache's own nursery (opened for the app's lifetime, 
 cache.py), never in a request's: the first request leaving does not cancel it for the others.
 Requests hold it through a :class:`Waiter`; they see the answer's head as soon as it arrives
 (:meth:`Waiter.head`) and then the slice's bytes as they arrive (:meth:`Waiter.chunks`), not
-after the fill. When the last waiter leaves an unfinished fill, the fill is cancelled and its
-partial slice dropped: nothing of it was written to disk. A fill holds at most its one slice in
-memory, whatever the number of waiters.
+after the fill. When the last waiter gives up on an unfinished fill (its client left) and no
+waiter got its bytes from it, the fill is cancelled and its partial slice dropped: nothing of
+it was written to disk. A fill holds at most its one slice in memory, whatever the number of
+waiters.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Fill:
         self.buffer = bytearray()
         self.finished = False
         self.waiters = 0
+        # Some waiter got every byte it wanted from this fill: the slice is worth keeping.
+        self.wanted = False
         self.head_ready = trio.Event()
         self.progress = trio.Event()
         self._on_idle = on_idle
@@ -78,8 +81,10 @@ class Fill:
 
     def leave(self) -> None:
         self.waiters -= 1
-        if self.waiters == 0 and not self.finished:
-            # Nobody wants these bytes any more: stop the fetch and drop what arrived.
+        if self.waiters == 0 and not self.finished and not self.wanted:
+            # Every waiter gave up before getting its bytes (clients that left): stop the
+            # fetch and drop what arrived. A fill some waiter was served from (a short range
+            # at the start of the slice) goes on to the end, so the slice is stored.
             self.cancel_scope.cancel()
             self._on_idle(self)
 
@@ -132,3 +137,4 @@ class Waiter:
                     raise error
                 raise StreamAborted(f"slice fill failed: {error}") from error
             await fill.progress.wait()
+        fill.wanted = True

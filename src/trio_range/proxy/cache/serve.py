@@ -195,7 +195,7 @@ async def _piece(
                     os.close(stored.fd)
                 cache.stats.record_cache("bytes_from_cache", piece.length)
                 return
-        waiter = held or cache.join(record.key, piece.index)
+        waiter = held or cache.join(record.key, piece.index, version=record.validators)
         held = None
         if exchange.cache == "hit" and not waiter.fill.complete:
             exchange.cache = "miss"  # a slice fetched for this answer (complete ones are hits)
