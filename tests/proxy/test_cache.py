@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -137,3 +138,62 @@ async def test_fifty_clients_seeking_at_random_fetch_each_slice_once(
     assert upstream_206s(await stats_of(origin)) == len(touched)
     cache = (await stats_of(proxy))["cache"]
     assert cache["bytes_from_upstream"] == sum(min(SLICE, len(VIDEO) - i * SLICE) for i in touched)
+
+
+async def test_stats_metrics_and_access_log_tell_hits_from_misses(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_range.access")
+    origin = await start_origin(nursery, media_dir=video_dir)
+    proxy = await start_cached_proxy(nursery, origin, tmp_path / "cache", access_log=True)
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            response = await client.get(proxy + "/media/video.mp4", headers={"Range": "bytes=0-9"})
+            assert response.content == VIDEO[:10]
+        await client.get(proxy + "/media/video.mp4", headers={"Authorization": "Basic eDp5"})
+        metrics = (await client.get(proxy + "/metrics")).text
+    cache = (await stats_of(proxy))["cache"]
+    assert {k: cache[k] for k in ("hit", "miss", "revalidated", "bypass")} == {
+        "hit": 2,
+        "miss": 1,
+        "revalidated": 0,
+        "bypass": 1,
+    }
+    assert cache["hit_ratio"] == pytest.approx(2 / 3, abs=1e-3)
+    assert cache["bytes_from_cache"] == 20
+    assert cache["bytes_from_upstream"] == SLICE
+    assert 0 < cache["disk_bytes"] < 2 * SLICE
+    assert (cache["collapsed"], cache["evictions"]) == (0, 0)
+    assert 'trio_range_cache_requests_total{result="hit"} 2.0' in metrics
+    assert "trio_range_cache_bytes_from_upstream_total 65536.0" in metrics
+    assert "trio_range_cache_disk_bytes " in metrics
+    lines = [r.getMessage() for r in caplog.records if r.name == "trio_range.access"]
+    cached = [line.rpartition("cache=")[2].split()[0] for line in lines if "cache=" in line]
+    assert cached == ["miss", "hit", "hit", "bypass"]
+
+
+async def test_the_origins_cache_control_sets_the_proxys_freshness(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=video_dir, cache_control="max-age=0")
+    proxy = await start_cached_proxy(nursery, origin, tmp_path / "cache")
+    async with httpx.AsyncClient() as client:
+        direct = await client.get(origin + "/media/video.mp4", headers={"Range": "bytes=0-0"})
+        assert direct.headers["cache-control"] == "max-age=0"
+        for _ in range(3):
+            response = await client.get(proxy + "/media/video.mp4", headers={"Range": "bytes=0-9"})
+            assert response.content == VIDEO[:10]
+            assert response.headers["cache-control"] == "max-age=0"
+    # Stale at once: every later answer was revalidated, by a 304 of the origin.
+    assert (await stats_of(proxy))["cache"]["revalidated"] == 2
+    assert (await stats_of(origin))["requests"]["by_status"]["304"] == 2
+
+
+async def test_range_and_query_range_never_poison_other_answers_through(cached: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(cached + "/media/video.mp4?range=0-99")
+        assert (response.status_code, response.content) == (206, VIDEO[:100])
+        response = await client.get(cached + "/media/video.mp4", headers={"Range": "bytes=-7"})
+        assert response.content == VIDEO[-7:]
+        whole = await client.get(cached + "/media/video.mp4")
+        assert (whole.status_code, whole.content) == (200, VIDEO)
