@@ -111,6 +111,7 @@ class SliceStore:
         self._objects = root / "objects"
         self._lru: OrderedDict[str, int] = OrderedDict()  # slice path -> file bytes
         self.disk_bytes = 0
+        self._writing = 0  # bytes of slices being written now, counted against the bound
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class SliceStore:
 
     def evict_to_fit(self, extra: int) -> None:
         """Unlink least recently used slices until ``extra`` more bytes fit the bound."""
-        while self._lru and self.disk_bytes + extra > self.max_bytes:
+        while self._lru and self.disk_bytes + self._writing + extra > self.max_bytes:
             path, size = self._lru.popitem(last=False)
             self.disk_bytes -= size
             self.on_evict(1)
@@ -239,7 +240,12 @@ class SliceStore:
         total = len(header) + len(data)
         self.evict_to_fit(total)
         path = self.slice_path(key, index)
-        await trio.to_thread.run_sync(self._write_atomically, path, header + data)
+        # Reserved while the thread writes, so concurrent writes cannot pass the bound together.
+        self._writing += total
+        try:
+            await trio.to_thread.run_sync(self._write_atomically, path, header + data)
+        finally:
+            self._writing -= total
         self._remember(path, total)
 
     def has_slice(self, key: str, index: int) -> bool:
