@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,21 @@ async def stats_of(url: str) -> dict[str, Any]:
 
 def upstream_206s(stats: dict[str, Any]) -> int:
     return int(stats["requests"]["by_status"].get("206", 0))
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` (the cache folder: nothing wakes us when a file lands), bounded."""
+    with trio.fail_after(10):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+def has_slice(cache_dir: Path, index: int) -> bool:
+    return any(p.suffix == f".{index}" for p in slice_files(cache_dir))
+
+
+def slice_files(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in (cache_dir / "objects").rglob("*") if p.suffix[1:].isdigit())
 
 
 @pytest.fixture
@@ -150,6 +166,7 @@ async def test_stats_metrics_and_access_log_tell_hits_from_misses(
         for _ in range(3):
             response = await client.get(proxy + "/media/video.mp4", headers={"Range": "bytes=0-9"})
             assert response.content == VIDEO[:10]
+            await wait_until(partial(has_slice, tmp_path / "cache", 0))
         await client.get(proxy + "/media/video.mp4", headers={"Authorization": "Basic eDp5"})
         metrics = (await client.get(proxy + "/metrics")).text
     cache = (await stats_of(proxy))["cache"]
@@ -184,6 +201,8 @@ async def test_the_origins_cache_control_sets_the_proxys_freshness(
             response = await client.get(proxy + "/media/video.mp4", headers={"Range": "bytes=0-9"})
             assert response.content == VIDEO[:10]
             assert response.headers["cache-control"] == "max-age=0"
+            # Stored before the next request, which then revalidates it (not joins its fill).
+            await wait_until(partial(has_slice, tmp_path / "cache", 0))
     # Stale at once: every later answer was revalidated, by a 304 of the origin.
     assert (await stats_of(proxy))["cache"]["revalidated"] == 2
     assert (await stats_of(origin))["requests"]["by_status"]["304"] == 2

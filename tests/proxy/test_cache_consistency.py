@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.conftest import file_data
-from tests.proxy.test_cache import SLICE, start_cached_proxy, stats_of
+from tests.proxy.test_cache import SLICE, slice_files, start_cached_proxy, stats_of, wait_until
 from tests.support.range_upstream import PIECE_BYTES, open_range_upstream
 from tests.support.servers import raw_chunks
 
@@ -136,6 +136,9 @@ async def test_revalidation_304_keeps_and_a_new_etag_replaces(
         async with httpx.AsyncClient(timeout=30) as client:
             first = await client.get(proxy + "/v.mp4")
             assert first.content == V1
+            # The client can have every byte before the last slice is on disk: wait for it,
+            # so the next answer revalidates a stored slice.
+            await wait_until(lambda: len(slice_files(tmp_path / "cache")) == 3)
             again = await client.get(proxy + "/v.mp4", headers={"Range": "bytes=70000-"})
             assert again.content == V1[70000:]
             assert [seen.status for seen in up.requests] == [206, 206, 206, 304]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -12,27 +11,19 @@ import httpx
 import trio
 
 from tests.conftest import file_data
-from tests.proxy.test_cache import SLICE, start_cached_proxy, stats_of
+from tests.proxy.test_cache import (
+    SLICE,
+    has_slice,
+    slice_files,
+    start_cached_proxy,
+    stats_of,
+    wait_until,
+)
 from tests.support.processes import TRIO_RANGE, start_process
 from tests.support.range_upstream import open_range_upstream
 from tests.support.servers import raw_chunks
 
 DATA = file_data(4 * SLICE, seed=9)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll ``predicate`` (the cache folder: nothing wakes us when a file lands), bounded."""
-    with trio.fail_after(10):
-        while not predicate():
-            await trio.sleep(0.01)
-
-
-def has_slice(cache_dir: Path, index: int) -> bool:
-    return any(p.suffix == f".{index}" for p in slice_files(cache_dir))
-
-
-def slice_files(cache_dir: Path) -> list[Path]:
-    return sorted(p for p in (cache_dir / "objects").rglob("*") if p.suffix[1:].isdigit())
 
 
 async def start_proxy_process(

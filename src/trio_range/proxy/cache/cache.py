@@ -160,6 +160,8 @@ class SliceCache:
         ):
             log.info("cache: %s changed upstream (%s -> %s)", key, record.etag, new.etag)
             self._drop(key, record)
+        elif record is not None and self.is_fresh(record):
+            return  # the same version, still fresh: nothing to write (one write per object)
         self._keep(
             ObjectRecord(
                 key=key,
@@ -258,8 +260,9 @@ class SliceCache:
             raise StreamAborted(f"slice ended at {len(fill.buffer)} of {answer.length} bytes")
         fill.finish()
         assert answer.validators is not None
+        # The buffer itself: nothing appends to a complete fill, and waiters only copy from it.
         await self.store.write_slice(
-            fill.key, fill.index, answer.validators, answer.size, bytes(fill.buffer)
+            fill.key, fill.index, answer.validators, answer.size, fill.buffer
         )
 
 

@@ -127,7 +127,8 @@ class Waiter:
             available = min(len(fill.buffer), stop)
             if available > position:
                 # A copy of what arrived (bounded by the slice): the buffer may grow meanwhile.
-                piece = bytes(fill.buffer[position:available])
+                with memoryview(fill.buffer) as view:
+                    piece = bytes(view[position:available])
                 position = available
                 yield piece
                 continue

@@ -195,10 +195,13 @@ async def _piece(
                     os.close(stored.fd)
                 cache.stats.record_cache("bytes_from_cache", piece.length)
                 return
+        # A fill complete before this answer joined it is a hit (its slice is just not on
+        # disk yet); one still arriving, or the one the view waited on, is a miss.
         waiter = held or cache.join(record.key, piece.index, version=record.validators)
+        from_memory = held is None and waiter.fill.complete
         held = None
-        if exchange.cache == "hit" and not waiter.fill.complete:
-            exchange.cache = "miss"  # a slice fetched for this answer (complete ones are hits)
+        if exchange.cache == "hit" and not from_memory:
+            exchange.cache = "miss"
         try:
             try:
                 answer = await waiter.head()
@@ -215,6 +218,8 @@ async def _piece(
                 raise StreamAborted(f"{record.key} changed upstream during the answer")
             async for chunk in waiter.chunks(piece.offset, piece.length):
                 yield chunk
+            if from_memory:
+                cache.stats.record_cache("bytes_from_cache", piece.length)
             return
         finally:
             waiter.release()

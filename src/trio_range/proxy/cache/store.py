@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ class OpenSlice:
     data_offset: int
 
 
+@functools.lru_cache(maxsize=4096)
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
@@ -109,15 +111,17 @@ class SliceStore:
         self.max_bytes = max_bytes
         self._tmp = root / "tmp"
         self._objects = root / "objects"
+        self._objects_text = str(self._objects)
         self._lru: OrderedDict[str, int] = OrderedDict()  # slice path -> file bytes
         self.disk_bytes = 0
         self._writing = 0  # bytes of slices being written now, counted against the bound
 
     # --- paths -------------------------------------------------------------------------------
 
-    def _base(self, key: str) -> Path:
+    def _base(self, key: str) -> str:
+        # Strings, not Path objects: this runs for every slice an answer reads.
         digest = _hash(key)
-        return self._objects / digest[:2] / digest
+        return f"{self._objects_text}/{digest[:2]}/{digest}"
 
     def slice_path(self, key: str, index: int) -> str:
         return f"{self._base(key)}.{index}"
@@ -227,7 +231,7 @@ class SliceStore:
         raise KeyError(path)
 
     async def write_slice(
-        self, key: str, index: int, validators: Validators, size: int, data: bytes
+        self, key: str, index: int, validators: Validators, size: int, data: bytes | bytearray
     ) -> None:
         """Store a complete slice: written to a temporary file in a worker thread, then renamed.
 
@@ -243,7 +247,7 @@ class SliceStore:
         # Reserved while the thread writes, so concurrent writes cannot pass the bound together.
         self._writing += total
         try:
-            await trio.to_thread.run_sync(self._write_atomically, path, header + data)
+            await trio.to_thread.run_sync(self._write_atomically, path, header, data)
         finally:
             self._writing -= total
         self._remember(path, total)
@@ -277,12 +281,13 @@ class SliceStore:
         data = json.dumps(dataclasses.asdict(record), separators=(",", ":")).encode()
         self._write_atomically(self._record_path(record.key), data)
 
-    def _write_atomically(self, path: str, data: bytes) -> None:
+    def _write_atomically(self, path: str, *parts: bytes | bytearray) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
         try:
             with open(temporary, "wb") as file:
-                file.write(data)
+                for part in parts:
+                    file.write(part)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
