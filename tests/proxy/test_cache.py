@@ -216,3 +216,72 @@ async def test_range_and_query_range_never_poison_other_answers_through(cached: 
         assert response.content == VIDEO[-7:]
         whole = await client.get(cached + "/media/video.mp4")
         assert (whole.status_code, whole.content) == (200, VIDEO)
+
+
+async def test_head_and_preconditions_are_answered_from_the_record(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=video_dir)
+    proxy = await start_cached_proxy(nursery, origin, tmp_path / "cache")
+    url = proxy + "/media/video.mp4"
+    async with httpx.AsyncClient() as client:
+        unknown = await client.head(url)  # nothing known yet: relayed, no slice fetched
+        assert (unknown.status_code, unknown.headers["content-length"]) == (200, str(len(VIDEO)))
+        first = await client.get(url, headers={"Range": "bytes=0-0"})
+        etag = first.headers["etag"]
+        before = upstream_206s(await stats_of(origin))
+        head = await client.head(url, headers={"Range": "bytes=10-19"})
+        assert (head.status_code, head.headers["content-range"], head.content) == (
+            206,
+            f"bytes 10-19/{len(VIDEO)}",
+            b"",
+        )
+        not_modified = await client.get(url, headers={"If-None-Match": etag})
+        assert (not_modified.status_code, not_modified.headers["etag"]) == (304, etag)
+        failed = await client.get(url, headers={"If-Match": '"other"'})
+        assert failed.status_code == 412
+        stale_range = await client.get(
+            url, headers={"Range": "bytes=0-9", "If-Range": '"an old version"'}
+        )
+        assert (stale_range.status_code, stale_range.content) == (200, VIDEO)
+        assert int(stale_range.headers["age"]) >= 0
+    # None of these needed the upstream but the slices of the last whole answer.
+    assert upstream_206s(await stats_of(origin)) == before + len(VIDEO) // SLICE
+
+
+async def test_revalidation_through_nginx_gets_304s(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> None:
+    async with open_nginx(root=video_dir.parent) as nginx:
+        proxy = await start_cached_proxy(
+            nursery, nginx.url, tmp_path / "cache", cache_default_ttl_s=0.0
+        )
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):
+                response = await client.get(
+                    proxy + "/media/video.mp4", headers={"Range": "bytes=100-199"}
+                )
+                assert response.content == VIDEO[100:200]
+                await wait_until(partial(has_slice, tmp_path / "cache", 0))
+        cache = (await stats_of(proxy))["cache"]
+        assert (cache["miss"], cache["revalidated"], cache["hit"]) == (1, 2, 0)
+        assert cache["bytes_from_upstream"] == SLICE  # the two 304s carried no slice
+
+
+async def test_workers_sharing_a_cache_folder_serve_each_others_slices(
+    nursery: trio.Nursery, video_dir: Path, tmp_path: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=video_dir)
+    first = await start_cached_proxy(nursery, origin, tmp_path / "cache")
+    second = await start_cached_proxy(nursery, origin, tmp_path / "cache")
+    async with httpx.AsyncClient(timeout=30) as client:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as both:
+                for proxy in (first, second):  # both fill the same slices at once: no harm
+                    both.start_soon(client.get, proxy + "/media/video.mp4")
+        await wait_until(lambda: len(slice_files(tmp_path / "cache")) == len(VIDEO) // SLICE + 1)
+        fetched = upstream_206s(await stats_of(origin))
+        for proxy in (first, second):
+            response = await client.get(proxy + "/media/video.mp4", headers={"Range": "bytes=9-"})
+            assert response.content == VIDEO[9:]
+    assert upstream_206s(await stats_of(origin)) == fetched  # every slice from the folder

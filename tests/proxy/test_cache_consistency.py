@@ -17,6 +17,7 @@ import trio
 
 from tests.conftest import file_data
 from tests.proxy.test_cache import SLICE, slice_files, start_cached_proxy, stats_of, wait_until
+from tests.support.faulty_upstream import open_faulty_upstream
 from tests.support.range_upstream import PIECE_BYTES, open_range_upstream
 from tests.support.servers import raw_chunks
 
@@ -240,3 +241,30 @@ async def test_upstream_failures_give_502_and_the_next_request_tries_again(
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.get(proxy + "/v.mp4")
     assert response.status_code == 502
+
+
+async def test_an_upstream_that_never_answers_gives_504(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with open_faulty_upstream("hang_before_headers") as upstream:
+        proxy = await start_cached_proxy(
+            nursery, upstream.url, tmp_path / "cache", response_timeout_s=0.5
+        )
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(proxy + "/v.mp4", headers={"Range": "bytes=0-9"})
+        assert response.status_code == 504
+
+
+async def test_an_upstream_truncating_a_slice_aborts_the_answer_and_keeps_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with open_range_upstream(V1, truncate_after=1000) as upstream:
+        proxy = await start_cached_proxy(nursery, upstream.url, tmp_path / "cache")
+        async with httpx.AsyncClient(timeout=30) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(proxy + "/v.mp4")  # the head went out: aborted, never short
+            assert not slice_files(tmp_path / "cache")
+            upstream.truncate_after = None
+            response = await client.get(proxy + "/v.mp4")  # the next request tries again
+            assert response.content == V1
+        assert upstream.ranges_served().count(f"bytes=0-{SLICE - 1}") == 2

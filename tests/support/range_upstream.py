@@ -37,6 +37,8 @@ class RangeUpstream:
     honour_range: bool = True
     extra_headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     gate: trio.Event | None = None
+    # Close the connection after this many bytes of a body (a truncated answer), if set.
+    truncate_after: int | None = None
     port: int = 0
     requests: list[Seen] = dataclasses.field(default_factory=list)
     pieces_sent: int = 0
@@ -89,6 +91,9 @@ class RangeUpstream:
         await _send_head(stream, status, [*fields, ("Content-Length", str(len(body)))])
         if seen.method == "HEAD":
             return True
+        if self.truncate_after is not None:
+            await stream.send_all(body[: self.truncate_after])
+            return False
         for offset in range(0, len(body), PIECE_BYTES):
             await stream.send_all(body[offset : offset + PIECE_BYTES])
             self.pieces_sent += 1
@@ -134,7 +139,8 @@ class RangeUpstream:
                     seen = Seen(method, target, headers)
                     self.requests.append(seen)
                     self._note()
-                    await self._answer(stream, seen)
+                    if not await self._answer(stream, seen):
+                        return  # closes the connection: a truncated body
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             self.peer_gone += 1
             self._note()
