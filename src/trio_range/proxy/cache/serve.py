@@ -84,6 +84,7 @@ async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | Non
             label = "miss"
         waiter = cache.join(key, index, conditional)
         exchange.resources.callback(waiter.release)
+        exchange.cache = label  # also in the log line of a 502/504 if the fill fails
         answer = await waiter.head()
         if answer.kind in (SliceAnswerKind.UNCACHEABLE, SliceAnswerKind.RELAY):
             waiter.release()
