@@ -793,6 +793,18 @@ def cache_stats(server: Server) -> dict[str, Any]:
     return document["cache"]  # type: ignore[no-any-return]
 
 
+def settled_cache_stats(server: Server) -> dict[str, Any]:
+    """The cache's figures once two readings 0.2 s apart agree (no fill running)."""
+    deadline = time.monotonic() + 60
+    previous = cache_stats(server)
+    while True:
+        time.sleep(0.2)
+        current = cache_stats(server)
+        if current == previous or time.monotonic() > deadline:
+            return current
+        previous = current
+
+
 def warm_cache(candidate: Candidate, path: str, size: int) -> dict[str, Any]:
     """Fetch the whole file through the cached proxy, then wait until every slice is on disk."""
     checked(fetch_socket, candidate.entry, path, {}, size, 0, size)
@@ -863,7 +875,8 @@ def measure_cache_viewers(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     path = f"/media/{media_file(size).name}"
     cold = ctx.servers.candidate("cold cached proxy", CACHED_COLD, ORIGIN)
     assert cold is not None
-    before = cache_stats(cold.entry)
+    # The readiness probe's own fill may still run: start counting once the cache is quiet.
+    before = settled_cache_stats(cold.entry)
     seconds = concurrent_streams(cold, path, size, VIEWERS)
     after = cache_stats(cold.entry)
     fetched = after["bytes_from_upstream"] - before["bytes_from_upstream"]
