@@ -134,3 +134,22 @@ async def test_disk_stays_under_the_bound_and_an_evicted_slice_is_read_to_the_en
         cache = (await stats_of(proxy))["cache"]
         assert cache["evictions"] >= 2
         assert cache["disk_bytes"] <= bound
+
+
+async def test_many_query_strings_cannot_grow_the_folder_past_the_bound(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    small = file_data(1000, seed=3)
+    cache_dir = tmp_path / "cache"
+    bound = 2 * SLICE
+    async with open_range_upstream(small) as upstream:
+        proxy = await start_cached_proxy(nursery, upstream.url, cache_dir, cache_max_bytes=bound)
+        async with httpx.AsyncClient(timeout=30) as client:
+            for number in range(200):  # each query string is an object: a slice and a record
+                response = await client.get(f"{proxy}/v?q={number}")
+                assert response.content == small
+        files = [p for p in (cache_dir / "objects").rglob("*") if p.is_file()]
+        assert sum(p.stat().st_size for p in files) <= bound
+        cache = (await stats_of(proxy))["cache"]
+        assert cache["disk_bytes"] <= bound
+        assert cache["evictions"] > 0

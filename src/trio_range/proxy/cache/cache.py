@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,6 +41,11 @@ from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
+_V = TypeVar("_V")
+
+# Object records and bypass marks kept in memory at most (each a few hundred bytes); the
+# records are on disk too, so one pushed out is read again when needed.
+MEMORY_ENTRIES = 10_000
 
 # An object the upstream would not let us cache (Range ignored, no-store, weak ETag...) is
 # relayed without asking the cache again for this long (Traffic Server does the same).
@@ -69,8 +75,9 @@ class SliceCache:
         )
         self.clock = clock
         self._fills: dict[tuple[str, int], Fill] = {}
-        self._records: dict[str, ObjectRecord] = {}
-        self._bypass: dict[str, float] = {}
+        # Bounded (least recently used out): clients choose the keys, one per query string.
+        self._records: OrderedDict[str, ObjectRecord] = OrderedDict()
+        self._bypass: OrderedDict[str, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         # A fill is shared: it carries no client's fields, only what identifies the proxy.
         self._fill_headers = [
@@ -118,7 +125,10 @@ class SliceCache:
         if record is None or not self.is_fresh(record):
             on_disk = self.store.read_record(key)
             if on_disk is not None:
-                record = self._records[key] = on_disk
+                record = on_disk
+                _bounded_put(self._records, key, record)
+        else:
+            self._records.move_to_end(key)
         return record
 
     def is_fresh(self, record: ObjectRecord) -> bool:
@@ -136,7 +146,7 @@ class SliceCache:
         kind = answer.kind
         if kind is SliceAnswerKind.UNCACHEABLE:
             log.info("cache: %s not cached for %.0f s: %s", key, BYPASS_S, answer.reason)
-            self._bypass[key] = now + BYPASS_S
+            _bounded_put(self._bypass, key, now + BYPASS_S)
             self._drop(key, record)
             return
         if kind is SliceAnswerKind.NOT_MODIFIED:
@@ -176,7 +186,7 @@ class SliceCache:
         )
 
     def _keep(self, record: ObjectRecord) -> None:
-        self._records[record.key] = record
+        _bounded_put(self._records, record.key, record)
         self.store.write_record(record)
 
     # --- fills -------------------------------------------------------------------------------
@@ -264,6 +274,13 @@ class SliceCache:
         await self.store.write_slice(
             fill.key, fill.index, answer.validators, answer.size, fill.buffer
         )
+
+
+def _bounded_put(entries: OrderedDict[str, _V], key: str, value: _V) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > MEMORY_ENTRIES:
+        entries.popitem(last=False)
 
 
 def _other_version(fill: Fill, version: Validators | None) -> bool:

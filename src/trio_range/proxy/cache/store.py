@@ -13,7 +13,8 @@ a crash (SIGKILL mid-fill) leaves only a temporary file, removed at the next sta
 served only when its header names the key, index, ETag and lengths the answer expects and the
 file's size agrees, so a slice of another version, or a damaged file, is never sent.
 
-Eviction unlinks the least recently used slices until the bound holds; an answer that has the
+Eviction unlinks the least recently used files (slices, and records, which clients can multiply
+with query strings) until the bound holds; an answer that has the
 file open keeps reading it (the inode lives until the last descriptor closes). Each process
 knows the slices it wrote, found at start-up or opened since: with several workers sharing a
 folder, each holds the bound over those (docs/cache.md).
@@ -145,6 +146,8 @@ class SliceStore:
         for folder in self._objects.iterdir():
             for path in folder.iterdir() if folder.is_dir() else ():
                 if path.suffix == ".meta":
+                    # Records count against the bound too (clients choose how many there are).
+                    found.append((path.stat().st_atime, str(path), path.stat().st_size))
                     continue
                 size = self._checked_size(str(path))
                 if size is None:
@@ -257,8 +260,10 @@ class SliceStore:
 
     def drop_object(self, key: str, slices: int) -> None:
         """Remove the object's record and its ``slices`` slice files (readers keep theirs)."""
+        record_path = self._record_path(key)
+        self._forget(record_path)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._record_path(key))
+            os.unlink(record_path)
         for index in range(slices):
             path = self.slice_path(key, index)
             self._forget(path)
@@ -274,12 +279,20 @@ class SliceStore:
             record = ObjectRecord(**fields)
         except (OSError, ValueError, TypeError):
             return None
-        return record if record.key == key else None
+        if record.key != key:
+            return None
+        path = self._record_path(key)
+        if path in self._lru:
+            self._lru.move_to_end(path)  # a record read is a record used
+        return record
 
     def write_record(self, record: ObjectRecord) -> None:
         """Write the record atomically (a small file, in the page cache: on the event loop)."""
         data = json.dumps(dataclasses.asdict(record), separators=(",", ":")).encode()
-        self._write_atomically(self._record_path(record.key), data)
+        path = self._record_path(record.key)
+        self.evict_to_fit(len(data))
+        self._write_atomically(path, data)
+        self._remember(path, len(data))
 
     def _write_atomically(self, path: str, *parts: bytes | bytearray) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
