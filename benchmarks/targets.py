@@ -19,6 +19,14 @@ issue 8), candidates interleaved and their order rotated every round, medians ov
                      (benchmarks.proxy_throughput's in-process method; nginx for reference).
 - ``workers``:       ``hypercorn -k trio -w 2`` vs ``-w 1`` for the proxy, many clients: the
                      throughput ratio and CPU per request and per GB, split by process.
+- ``cache_stream``:  the cached proxy (issue 15), the whole file, every slice a hit, vs the
+                     origin direct.
+- ``cache_rate``:    random 4 KiB ranges at c=64 through the cached proxy, all hits, vs the
+                     origin direct.
+- ``cache_viewers``: 50 viewers of one file at once through a cold cache: bytes the cache
+                     fetched upstream over the file size (request collapsing).
+- ``cache_first_byte``: an upstream limited to 20 MB/s (nginx ``limit_rate``): the time to
+                     the first body byte of a 4 KiB range on a miss and on a hit.
 
 Prints one table (figure, baseline, ratio, target, met) and writes
 benchmarks/results/targets.json. A row whose baseline is not installed says so and prints no
@@ -30,11 +38,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
 import resource
+import socket
 import statistics
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,17 +60,23 @@ from benchmarks._harness import (
     Clock,
     Server,
     ServerGroup,
+    _trio_range_argv,
+    _write_nginx_conf,
     add_run_options,
     check_small_range,
+    checked,
     cpu_seconds_each,
+    fetch_socket,
     find_nginx,
     find_wrk,
     free_port,
     load_1min,
     media_file,
+    nginx_argv,
     nginx_version,
     print_table,
     ratio_cell,
+    read_head,
     results_header,
     rotated,
     run_benchmark,
@@ -75,6 +93,11 @@ MEASURES = (
     "memory",
     "disconnect",
     "workers",
+    # issue 15: the slice cache
+    "cache_stream",
+    "cache_rate",
+    "cache_viewers",
+    "cache_first_byte",
 )
 RSS_LIMIT_MIB = 64.0
 # "Flat": the proxy's RSS from the first to the last second of the slow read.
@@ -87,6 +110,11 @@ ORIGIN, PROXY = "origin", "proxy"
 NGINX, NGINX_PROXY = "nginx", "nginx-proxy"
 AIO_ORIGIN, AIO_PROXY = "aiohttp-origin", "aiohttp-proxy"
 PROXY_W1, PROXY_W2 = "proxy-w1", "proxy-w2"
+# issue 15: cached proxies (each its own cache folder) and a slow upstream.
+CACHED, CACHED_COLD = "cached-proxy", "cached-proxy-cold"
+SLOW_NGINX, SLOW_CACHED = "nginx-20MBps", "cached-proxy-slow"
+VIEWERS = 50
+SLOW_RATE = "20m"  # nginx limit_rate: 20 MB/s per connection
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,6 +185,7 @@ class Servers:
         self.missing: dict[str, str] = {}
         if nginx is None:
             self.missing[NGINX] = self.missing[NGINX_PROXY] = "nginx not found"
+            self.missing[SLOW_NGINX] = self.missing[SLOW_CACHED] = "nginx not found"
         if importlib.util.find_spec("aiohttp") is None:
             reason = "aiohttp not installed (pip install -e '.[bench]')"
             self.missing[AIO_ORIGIN] = self.missing[AIO_PROXY] = reason
@@ -183,6 +212,10 @@ class Servers:
             assert self.nginx is not None
             upstream = self.need(NGINX) if name == NGINX_PROXY else None
             return self.group.start_nginx(self.nginx, name, upstream=upstream)
+        if name in (CACHED, CACHED_COLD, SLOW_CACHED):
+            return self._start_cached(name)
+        if name == SLOW_NGINX:
+            return self._start_slow_nginx()
         port = free_port()
         env: dict[str, str] | None = None
         python = sys.executable
@@ -205,6 +238,35 @@ class Servers:
         else:
             raise BenchmarkError(f"unknown server {name}")
         return self.group.start(name, argv, port, env=env)
+
+    # --- issue 15 ---
+    def _start_cached(self, name: str) -> Server:
+        """``trio-range proxy --cache-dir`` (a fresh folder) in front of the origin or nginx."""
+        upstream = self.need(SLOW_NGINX if name == SLOW_CACHED else ORIGIN)
+        cache_dir = self.group._scratch_dir() / f"{name}-cache"
+        port = free_port()
+        options = ["--port", str(port), "--upstream", upstream.url, "--cache-dir", str(cache_dir)]
+        options += ["--cache-max-bytes", str(4 * 1024**3)]
+        return self.group.start(name, _trio_range_argv("proxy", *options), port)
+
+    def _start_slow_nginx(self) -> Server:
+        if self.nginx is None:
+            raise BenchmarkError("nginx not found")
+        port = free_port()
+        conf = _write_nginx_conf(
+            self.group._scratch_dir() / SLOW_NGINX,
+            1024,
+            f"""\
+    sendfile on;
+    server {{
+        listen {HOST}:{port};
+        location /media/ {{ alias {MEDIA_DIR.resolve()}/; limit_rate {SLOW_RATE}; }}
+    }}
+""",
+        )
+        return self.group.start(SLOW_NGINX, nginx_argv(self.nginx, conf), port)
+
+    # --- end issue 15 ---
 
     def candidate(self, name: str, *names: str) -> Candidate | None:
         """The path client -> names[0] -> names[1] ...; None if a server is missing."""
@@ -722,6 +784,165 @@ def print_cpu_split(medians: dict[str, dict[str, Any]], args: argparse.Namespace
             print(f"    {process:<30}{values}")
 
 
+# --- issue 15: the slice cache ----------------------------------------------------------------
+
+
+def cache_stats(server: Server) -> dict[str, Any]:
+    with urllib.request.urlopen(server.url + "/stats", timeout=10) as answer:
+        document: dict[str, Any] = json.load(answer)
+    return document["cache"]  # type: ignore[no-any-return]
+
+
+def settled_cache_stats(server: Server) -> dict[str, Any]:
+    """The cache's figures once two readings 0.2 s apart agree (no fill running)."""
+    deadline = time.monotonic() + 60
+    previous = cache_stats(server)
+    while True:
+        time.sleep(0.2)
+        current = cache_stats(server)
+        if current == previous or time.monotonic() > deadline:
+            return current
+        previous = current
+
+
+def warm_cache(candidate: Candidate, path: str, size: int) -> dict[str, Any]:
+    """Fetch the whole file through the cached proxy, then wait until every slice is on disk."""
+    checked(fetch_socket, candidate.entry, path, {}, size, 0, size)
+    deadline = time.monotonic() + 120
+    while (stats := cache_stats(candidate.entry))["disk_bytes"] < size:
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"cache: {stats['disk_bytes']} of {size} bytes stored")
+        time.sleep(0.1)
+    return stats
+
+
+def all_hits(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """What the cache did between two readings: misses must stay 0 for an all-hits row."""
+    return {key: after[key] - before[key] for key in ("hit", "miss", "bytes_from_upstream")}
+
+
+def cached_and_origin(s: Servers) -> tuple[Candidate, Candidate]:
+    cached = s.candidate("cached proxy", CACHED, ORIGIN)
+    origin = s.candidate("origin", ORIGIN)
+    if cached is None or origin is None:
+        raise BenchmarkError("the cached proxy or the origin did not start")
+    return cached, origin
+
+
+def measure_cache_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    cached, origin = cached_and_origin(ctx.servers)
+    before = warm_cache(cached, ctx.path, ctx.size)
+    runs = stream_rounds(
+        [cached, origin], ctx.path, ctx.size, ctx.args.rounds, ctx.clock, "cache_stream"
+    )
+    cache = all_hits(before, cache_stats(cached.entry))
+    medians = {name: median_of(r, "mb_s") for name, r in runs.items()}
+    rows = [
+        make_row(
+            "cache_stream",
+            f"cached proxy, {format_size(ctx.size)} file, all hits, one client",
+            medians["cached proxy"],
+            "MB/s",
+            Target(at_least_ratio=0.9),
+            baseline="origin direct",
+            baseline_value=medians["origin"],
+        )
+    ]
+    return rows, {"runs": runs, "medians": medians, "cache": cache}
+
+
+def measure_cache_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    cached, origin = cached_and_origin(ctx.servers)
+    before = warm_cache(cached, ctx.path, ctx.size)
+    runs, medians = rate_medians(ctx, "cache_rate", cached, origin, 64)
+    cache = all_hits(before, cache_stats(cached.entry))
+    rows = [
+        make_row(
+            "cache_rate",
+            "cached proxy, random 4 KiB ranges, all hits, c=64",
+            medians["cached proxy"]["requests_per_s"],
+            "req/s",
+            Target(at_least_ratio=0.9),
+            baseline="origin direct",
+            baseline_value=medians["origin"]["requests_per_s"],
+        )
+    ]
+    return rows, {"runs": runs, "medians": medians, "cache": cache}
+
+
+def measure_cache_viewers(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    size = min(ctx.size, parse_size("32MiB" if ctx.args.quick else "256MiB"))
+    path = f"/media/{media_file(size).name}"
+    cold = ctx.servers.candidate("cold cached proxy", CACHED_COLD, ORIGIN)
+    assert cold is not None
+    # The readiness probe's own fill may still run: start counting once the cache is quiet.
+    before = settled_cache_stats(cold.entry)
+    seconds = concurrent_streams(cold, path, size, VIEWERS)
+    after = cache_stats(cold.entry)
+    fetched = after["bytes_from_upstream"] - before["bytes_from_upstream"]
+    rows = [
+        make_row(
+            "cache_viewers",
+            f"{VIEWERS} viewers of one {format_size(size)} file, cold cache: upstream bytes "
+            "per file size",
+            fetched / size,
+            "x",
+            Target(at_most=1.05),
+            baseline="",
+            baseline_value=None,
+        )
+    ]
+    details = {"seconds": seconds, "upstream_bytes": fetched, "size": size}
+    return rows, {**details, "collapsed": after["collapsed"] - before["collapsed"]}
+
+
+def first_byte_ms(server: Server, path: str, headers: dict[str, str]) -> float:
+    """Milliseconds from sending a GET to its first body byte, on a fresh connection."""
+    started = time.perf_counter()
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {server.host}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head, body = read_head(sock, time.monotonic() + 30)
+        if not body:
+            body = sock.recv(1)
+        if not head.startswith(b"HTTP/1.1 206") or not body:
+            raise BenchmarkError(f"GET {path}: not a 206 with a body: {head[:40]!r}")
+        return (time.perf_counter() - started) * 1000
+
+
+def measure_cache_first_byte(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    s = ctx.servers
+    slow = s.get(SLOW_CACHED)
+    if slow is None:
+        raise BenchmarkError(f"cache_first_byte: {s.why_missing(SLOW_CACHED)}")
+    tries = 5 if ctx.args.quick else 20
+    misses, hits = [], []
+    for attempt in range(tries):
+        ctx.clock.check()
+        start = (attempt * 7919 * 4096) % (ctx.size - 4096)
+        headers = {"Range": f"bytes={start}-{start + 4095}"}
+        # A new query is a new object for the cache (nginx ignores it): each is a miss.
+        misses.append(first_byte_ms(slow, f"{ctx.path}?first-byte={attempt}", headers))
+        hits.append(first_byte_ms(slow, f"{ctx.path}?first-byte={attempt}", headers))
+    miss, hit = statistics.median(misses), statistics.median(hits)
+    rows = [
+        make_row(
+            "cache_first_byte",
+            "upstream at 20 MB/s: first body byte of a 4 KiB range, miss (hit as baseline)",
+            miss,
+            "ms",
+            Target(report="report both"),
+            baseline="hit",
+            baseline_value=hit,
+        )
+    ]
+    return rows, {"miss_ms": misses, "hit_ms": hits}
+
+
+# --- end issue 15 ---
+
+
 MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]]]] = {
     "origin_stream": measure_origin_stream,
     "proxy_stream": measure_proxy_stream,
@@ -731,6 +952,11 @@ MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]
     "memory": measure_memory,
     "disconnect": measure_disconnect,
     "workers": measure_workers,
+    # issue 15
+    "cache_stream": measure_cache_stream,
+    "cache_rate": measure_cache_rate,
+    "cache_viewers": measure_cache_viewers,
+    "cache_first_byte": measure_cache_first_byte,
 }
 
 

@@ -14,7 +14,8 @@ import trio
 
 from tests.support.processes import ROOT, TRIO_RANGE, start_process, stop_gracefully
 from trio_range.cli import build_parser, settings_table
-from trio_range.config import OriginConfig, ProxyConfig, serving_loop_settings
+from trio_range.config import OriginConfig, ProxyConfig
+from trio_range.serving_loop_settings import serving_loop_settings
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,10 +14,9 @@ from trio_range.config import (
     ProxyConfig,
     ServerConfig,
     load,
-    plain_hypercorn_note,
-    serving_loop_settings,
 )
 from trio_range.errors import ConfigError
+from trio_range.serving_loop_settings import plain_hypercorn_note, serving_loop_settings
 
 # (class, field, a value that cannot work)
 BAD_VALUES: list[tuple[type[ServerConfig], str, Any]] = [

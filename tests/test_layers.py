@@ -24,6 +24,7 @@ LAYERS = {
     "config": 0,
     "assets": 0,
     "media_files": 0,
+    "serving_loop_settings": 0,
     "http": 1,
     "stats": 2,
     "server": 3,

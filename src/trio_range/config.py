@@ -186,6 +186,11 @@ class OriginConfig(ServerConfig):
     default_file: str = _field("sample.mp4", "file served at / (relative to media_dir)")
     chunk_size_bytes: int = _field(512 * 1024, "file bytes read per step (sendfile: 2 MiB)")
     max_ranges: int = _field(100, "more ranges than this in one request: Range ignored, 200")
+    # --- issue 15 (slice cache): the origin's side of freshness ---
+    cache_control: str = _field(
+        "", "Cache-Control value of every file answer, e.g. 'public, max-age=3600' ('' = none)"
+    )
+    # --- end issue 15 ---
 
     limit_rate_bitrate_factor: float = _field(
         0.0, "pace MP4 and WebM files at this times their average bitrate (0 = off)"
@@ -204,6 +209,9 @@ class OriginConfig(ServerConfig):
             )
         if self.max_ranges < 1:
             raise ConfigError(f"max_ranges must be >= 1, got {self.max_ranges}")
+        # issue 15: written into every file answer's head.
+        if any(c in self.cache_control for c in "\r\n\x00") or not self.cache_control.isascii():
+            raise ConfigError("cache_control must be one line of ASCII")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -221,6 +229,14 @@ class ProxyConfig(ServerConfig):
     trust_upstream_rate: bool = _field(
         False, "pace a response at the upstream's X-Accel-Limit-Rate (always stripped)"
     )
+    # --- issue 15: the range-aware slice cache (docs/cache.md); off unless cache_dir is set ---
+    cache_dir: str = _field("", "folder of the slice cache ('' = no cache; workers may share it)")
+    cache_max_bytes: int = _field(1024**3, "disk bytes the cached slices may use (LRU eviction)")
+    slice_size_bytes: int = _field(1024 * 1024, "bytes per cached slice (64 KiB..64 MiB)")
+    cache_default_ttl_s: float = _field(
+        60.0, "freshness of an answer without max-age, s-maxage or Expires"
+    )
+    # --- end issue 15 ---
 
     ROLE = "PROXY"
     # Up to 0.1.0 the proxy had the origin's setting too.
@@ -236,6 +252,15 @@ class ProxyConfig(ServerConfig):
             raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
         if not self.via_name or any(c in self.via_name for c in ",\r\n"):
             raise ConfigError("via_name must be a non-empty token without commas or newlines")
+        # issue 15: the slice cache.
+        if not 64 * 1024 <= self.slice_size_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(
+                f"slice_size_bytes must be 64 KiB..64 MiB, got {self.slice_size_bytes}"
+            )
+        if self.cache_max_bytes < 2 * self.slice_size_bytes:
+            raise ConfigError(
+                "cache_max_bytes must hold at least two slices (2 x slice_size_bytes)"
+            )
 
 
 ConfigT = TypeVar("ConfigT", bound=ServerConfig)
@@ -262,47 +287,6 @@ def env_name(cls: type[ServerConfig], field_name: str) -> str:
 def flag_name(field_name: str) -> str:
     """The command-line flag that sets ``field_name``."""
     return "--" + field_name.replace("_", "-")
-
-
-def serving_loop_settings(cls: type[ServerConfig]) -> dict[str, str]:
-    """The settings only ``serve_app`` carries out: name -> Hypercorn flag ("" if none).
-
-    Plain ``hypercorn -k trio`` ignores them; its own flag does the same there.
-    """
-    return {
-        f.name: f.metadata["hypercorn"]
-        for f in dataclasses.fields(cls)
-        if "hypercorn" in f.metadata
-    }
-
-
-def plain_hypercorn_note(config: ServerConfig) -> str:
-    """The start-up line of an app served by plain Hypercorn, not by ``serve_app``.
-
-    It names the settings that do nothing there and what to use instead, and those of them
-    that ``config`` sets to no avail.
-    """
-    settings = serving_loop_settings(type(config))
-    by_flag: dict[str, list[str]] = {}
-    for name, flag in settings.items():
-        by_flag.setdefault(flag, []).append(name)
-    instead = [f"{'/'.join(names)} -> {flag}" for flag, names in by_flag.items() if flag]
-    # Hypercorn leaves our logger unconfigured: the line names its sender itself.
-    sender = " ".join(filter(None, ["trio_range", config.ROLE.lower()]))
-    note = (
-        f"{sender}: served by plain Hypercorn, not trio-range's serving loop: these settings "
-        f"have no effect here, Hypercorn's flags apply instead: {', '.join(instead)}; "
-        f"no Hypercorn equivalent: {', '.join(by_flag.get('', []))}"
-    )
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    ignored = [
-        f"{name}={getattr(config, name)!r}"
-        for name in settings
-        if getattr(config, name) != defaults[name]
-    ]
-    if ignored:
-        note += f"; set but ignored: {', '.join(ignored)}"
-    return note
 
 
 def type_name(field: dataclasses.Field[Any]) -> str:

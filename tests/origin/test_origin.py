@@ -56,7 +56,7 @@ async def test_head_with_range_answers_206_without_reading_the_file(
     def no_reads(*args: object) -> object:
         raise AssertionError("HEAD read the file")
 
-    monkeypatch.setattr("trio_range.origin.file_body.file_regions", no_reads)
+    monkeypatch.setattr("trio_range.server.file_body.file_regions", no_reads)
     async with httpx.AsyncClient() as client:
         response = await client.head(origin_url + "/?range=20-345")
     assert response.status_code == 206

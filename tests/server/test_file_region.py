@@ -22,10 +22,9 @@ from tests.conftest import file_data
 from tests.support.multipart_reader import parse_byteranges
 from tests.support.servers import origin_config, start_app
 from trio_range.errors import StreamAborted
-from trio_range.origin import file_body
 from trio_range.origin.app import create_app
-from trio_range.origin.file_body import pages_cached, read_region
-from trio_range.server import file_region
+from trio_range.server import file_body, file_region
+from trio_range.server.file_body import pages_cached, read_region
 from trio_range.server.file_region import (
     SENDFILE_REGION_BYTES,
     FileRegion,
@@ -203,14 +202,14 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
     sendfile = _Spy(file_region.sendfile_region)
     monkeypatch.setattr("trio_range.server._hypercorn_hooks.sendfile_region", sendfile)
     reads = _Spy(file_body.read_region)
-    monkeypatch.setattr("trio_range.origin.file_body.read_region", reads)
+    monkeypatch.setattr("trio_range.server.file_body.read_region", reads)
     probes: list[bool] = []
 
     def probe(region: FileRegion) -> bool:
         probes.append(pages_cached(region))
         return probes[-1]
 
-    monkeypatch.setattr("trio_range.origin.file_body.pages_cached", probe)
+    monkeypatch.setattr("trio_range.server.file_body.pages_cached", probe)
     config = origin_config(media_dir=tmp_path, chunk_size_bytes=256 * 1024)
     url = await start_app(nursery, create_app(config), config)
     async with httpx.AsyncClient() as client:

@@ -30,7 +30,7 @@ from trio_range.http.ranges import (
     unsatisfied_content_range,
 )
 
-__all__ = ["Representation", "ResponsePlan", "plan_response"]
+__all__ = ["Representation", "ResponsePlan", "plan_response", "range_outcome_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +185,16 @@ def plan_response(
     body = tuple(multipart.segments())
     plan = ResponsePlan(206, headers, body, decision.outcome, reason=decision.reason)
     return _with_content_length(plan)
+
+
+def range_outcome_label(plan: ResponsePlan) -> str:
+    """How the plan treated the Range, in the words of the statistics."""
+    outcome = plan.range_outcome
+    if outcome is RangeOutcome.PARTIAL:
+        parts = sum(isinstance(segment, ByteRange) for segment in plan.body)
+        return "multi" if parts > 1 else "single"
+    if outcome in (RangeOutcome.UNSATISFIABLE, RangeOutcome.CONFLICT):
+        return "unsatisfiable"
+    if outcome is RangeOutcome.IGNORED:
+        return "ignored"
+    return "none"

@@ -2,7 +2,7 @@
 
 :func:`serve_file` reads the request, opens the file (on the event loop: see media_folder), asks
 the pure :func:`~trio_range.http.response_plan.plan_response` what to answer, and carries the
-plan out: file bytes go into the body through :func:`~trio_range.origin.file_body.file_body`,
+plan out: file bytes go into the body through :func:`~trio_range.server.file_body.file_body`,
 which sends cached pages with sendfile and reads the rest. The open file is registered with
 the request's resources, so it is closed when the exchange ends, even if the body was never
 iterated.
@@ -17,13 +17,18 @@ from quart import Response, request
 
 from trio_range.config import OriginConfig
 from trio_range.http.conditional import ConditionalRequest, Validators
-from trio_range.http.ranges import ByteRange, RangeLimits, RangeOutcome
-from trio_range.http.response_plan import Representation, ResponsePlan, plan_response
-from trio_range.origin.file_body import file_body
+from trio_range.http.ranges import RangeLimits
+from trio_range.http.response_plan import (
+    Representation,
+    ResponsePlan,
+    plan_response,
+    range_outcome_label,
+)
 from trio_range.origin.media_folder import MediaFolder, content_type_for
 from trio_range.origin.shaping import Shaping
 from trio_range.server.common import json_response, not_found
 from trio_range.server.exchange import current_exchange
+from trio_range.server.file_body import file_body
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, can_send_file
 from trio_range.server.pacing import paced
 
@@ -50,19 +55,6 @@ class OriginSite:
     def region_bytes(self) -> int:
         """The largest region sent with sendfile (never below the read chunk)."""
         return max(self.config.chunk_size_bytes, SENDFILE_REGION_BYTES)
-
-
-def range_outcome_label(plan: ResponsePlan) -> str:
-    """How the plan treated the Range, in the words of the statistics."""
-    outcome = plan.range_outcome
-    if outcome is RangeOutcome.PARTIAL:
-        parts = sum(isinstance(segment, ByteRange) for segment in plan.body)
-        return "multi" if parts > 1 else "single"
-    if outcome in (RangeOutcome.UNSATISFIABLE, RangeOutcome.CONFLICT):
-        return "unsatisfiable"
-    if outcome is RangeOutcome.IGNORED:
-        return "ignored"
-    return "none"
 
 
 def _response(plan: ResponsePlan, body: object) -> Response:
@@ -105,6 +97,11 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
     )
     exchange.range_outcome = range_outcome_label(plan)
     exchange.if_range_failed = plan.if_range_failed
+    if site.config.cache_control:
+        # The freshness every cache in front applies (issue 15); on a 304 too (RFC 9111 §4.3.4).
+        plan = dataclasses.replace(
+            plan, headers=(*plan.headers, ("Cache-Control", site.config.cache_control))
+        )
     if request.method == "HEAD" or not plan.body:
         # HEAD answers the headers GET would, without reading the file (Quart would run the
         # GET and discard its body).

@@ -19,6 +19,7 @@ from trio_range.proxy.relay import ProxySite, relay
 from trio_range.server.app import RangeApp
 from trio_range.server.common import install_common_routes
 from trio_range.server.guards import install_request_guards
+from trio_range.stats.factory import run_in_lifespan
 
 ALLOWED_METHODS = ["GET", "HEAD"]
 
@@ -33,6 +34,9 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
     install_request_guards(app, config)
     site = ProxySite.create(config, stats)
     via = via_value(config.via_name)
+    if site.cache is not None:  # issue 15: the cache's fills live in the app's lifespan
+        run_in_lifespan(app, site.cache)
+        stats.cache_disk_bytes = lambda: site.cache.store.disk_bytes if site.cache else 0
 
     @app.while_serving
     async def hold_upstream_client() -> AsyncGenerator[None]:

@@ -25,6 +25,7 @@ from trio_range.http.forwarding import (
     response_headers_for_client,
     upstream_limit_rate,
 )
+from trio_range.http.ranges import RangeLimits
 from trio_range.http.relay import (
     RangeConflict,
     query_range,
@@ -34,6 +35,8 @@ from trio_range.http.relay import (
     upstream_target,
 )
 from trio_range.http.token_bucket import Pacing, pacing_for
+from trio_range.proxy.cache.cache import SliceCache
+from trio_range.proxy.cache.serve import serve_cached
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
@@ -42,6 +45,7 @@ from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
 
+_CACHE_LIMITS = RangeLimits()  # the origin's default range limits, for answers from the cache
 _FAILURE_TEXT = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -53,14 +57,25 @@ class ProxySite:
     upstream: Upstream
     stats: StatsStore
     upstream_host: str  # the Host sent upstream, parsed once from the configured URL
+    cache: SliceCache | None = None  # issue 15: the slice cache, when cache_dir is set
 
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
-        return cls(config, Upstream(config), stats, urlsplit(config.upstream).netloc)
+        upstream, host = Upstream(config), urlsplit(config.upstream).netloc
+        cache = SliceCache(config, upstream, stats, host) if config.cache_dir else None
+        return cls(config, upstream, stats, host, cache)
 
 
 async def relay(site: ProxySite) -> Response:
     """Relay the current request upstream and stream the answer back."""
+    if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
+        try:
+            cached = await serve_cached(site.cache, _CACHE_LIMITS)
+        except UpstreamError as error:
+            log.warning("%s %s: %s", request.method, request.path, error)
+            return upstream_failure(error)
+        if cached is not None:
+            return cached
     exchange = current_exchange()
     scope = request.scope
     client_headers = [

@@ -12,9 +12,10 @@ from typing import Any
 from quart import Response
 from werkzeug.exceptions import HTTPException
 
-from trio_range.config import ServerConfig, plain_hypercorn_note
+from trio_range.config import ServerConfig
 from trio_range.server.app import RangeApp
 from trio_range.server.exchange import Exchange
+from trio_range.serving_loop_settings import plain_hypercorn_note
 from trio_range.stats.factory import make_store, run_store_with_app
 from trio_range.stats.routes import install_stats_routes
 from trio_range.stats.store import StatsStore
@@ -80,7 +81,7 @@ class ExchangeRecorder:
             duration = (exchange.finished_at or exchange.started_at) - exchange.started_at
             access_log.info(
                 "method=%s path=%s status=%d range=%s range_outcome=%s bytes=%d "
-                "duration_ms=%.1f outcome=%s%s",
+                "duration_ms=%.1f outcome=%s%s%s",
                 exchange.method,
                 json.dumps(exchange.path),
                 exchange.status,
@@ -89,6 +90,7 @@ class ExchangeRecorder:
                 exchange.bytes_sent,
                 duration * 1000,
                 exchange.outcome,
+                f" cache={exchange.cache}" if exchange.cache else "",
                 f" detail={json.dumps(exchange.detail)}" if exchange.detail else "",
             )
 
@@ -104,7 +106,7 @@ def install_common_routes(
     """Add /healthz, statistics, metrics, the error pages and the observer to ``app``.
 
     Served by plain Hypercorn rather than ``serve_app``, the app logs at start-up which
-    settings do nothing there (``config.plain_hypercorn_note``).
+    settings do nothing there (``serving_loop_settings.plain_hypercorn_note``).
 
     ``config`` defaults to ``app.config["TRIO_RANGE"]`` (its stats_path, metrics_path and
     stats_token); ``store`` to the one ``config.stats_backend`` names (``make_store``). Returns

@@ -43,6 +43,8 @@ class Exchange:
     # Set by server/pacing.py (issue 16): the body was paced, and how long it slept for tokens.
     paced: bool = False
     pacing_wait_s: float = 0.0
+    # Set by the proxy's slice cache (issue 15): "hit", "miss", "revalidated" or "bypass".
+    cache: str = ""
 
     @property
     def has_body(self) -> bool:

@@ -4,7 +4,7 @@ An app's body may yield :class:`FileRegion` items instead of bytes where the ser
 sendfile (:func:`can_send_file`): trio_range's own server (serving.py) writes them with
 :func:`sendfile_region`, ``sendfile(2)`` on the event loop. The kernel hands page-cache pages
 to the socket: no copy into Python, no bytes object, a few syscalls per region. Whether a
-region is sent this way or read into bytes is the app's decision (origin/file_body.py): only
+region is sent this way or read into bytes is the app's decision (server/file_body.py): only
 it knows whether the pages are cached, and ``sendfile`` on a cache miss would block the event
 loop on the disk.
 """

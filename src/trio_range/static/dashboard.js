@@ -81,6 +81,20 @@
       }
     }
 
+    // issue 15: the proxy's slice cache.
+    if (stats.cache) {
+      const cache = stats.cache;
+      byId("cache").hidden = false;
+      setText("cache-hit-ratio",
+        cache.hit_ratio === null ? "–" : (100 * cache.hit_ratio).toFixed(1) + " %");
+      for (const key of ["hit", "miss", "revalidated", "bypass", "collapsed", "evictions"]) {
+        setText("cache-" + key, String(cache[key]));
+      }
+      for (const key of ["bytes_from_cache", "bytes_from_upstream", "disk_bytes"]) {
+        setText("cache-" + key.replaceAll("_", "-"), humanBytes(cache[key]));
+      }
+    }
+
     // Rates from the difference of two polls, timed by the server's monotonic uptime. A restart
     // (uptime going back) or a counter going back starts the rates afresh.
     if (previous && stats.uptime_s > previous.uptime_s

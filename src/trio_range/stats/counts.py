@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 
 from trio_range.stats.histogram import HistogramSnapshot
 from trio_range.stats.snapshot import (
+    CACHE_COUNTERS,
     RANGE_OUTCOMES,
     REFUSAL_LIMITS,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    CacheSnapshot,
     ShapingSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
@@ -55,6 +57,9 @@ def flatten(s: StatsSnapshot) -> dict[str, float]:
     counts["pace_wait:sum"] = s.shaping.pacing_wait_s
     for limit, n in s.shaping.refused.items():
         counts[f"refused:{limit}"] = n
+    if s.cache is not None:  # issue 15
+        for name, n in s.cache.counts.items():
+            counts[f"cache:{name}"] = n
     return counts
 
 
@@ -98,6 +103,7 @@ def unflatten(
     *,
     streams_active: int,
     upstream_open: int,
+    cache_disk_bytes: int = 0,
 ) -> StatsSnapshot:
     """A snapshot holding ``counts`` and the given gauges; role and clocks from ``local``."""
     requests: dict[tuple[str, int], int] = {}
@@ -130,5 +136,11 @@ def unflatten(
             paced_streams=int(counts.get("paced", 0)),
             pacing_wait_s=float(counts.get("pace_wait:sum", 0.0)),
             refused={limit: int(counts.get(f"refused:{limit}", 0)) for limit in REFUSAL_LIMITS},
+        ),
+        cache=None
+        if local.cache is None
+        else CacheSnapshot(
+            counts={name: int(counts.get(f"cache:{name}", 0)) for name in CACHE_COUNTERS},
+            disk_bytes=cache_disk_bytes,
         ),
     )

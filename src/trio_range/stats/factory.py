@@ -81,4 +81,12 @@ class _PusherInLifespan:
 def run_store_with_app(app: Quart, store: StatsStore) -> None:
     """Give ``store``'s pusher (if it has one) to ``app``'s lifespan."""
     if isinstance(store, PushingStore):
-        app.asgi_app = _PusherInLifespan(app.asgi_app, store)  # type: ignore[method-assign]
+        run_in_lifespan(app, store)
+
+
+def run_in_lifespan(app: Quart, runner: PushingStore) -> None:
+    """Run ``runner`` (a task and its closing) for as long as ``app``'s lifespan runs.
+
+    The stats pusher uses it, and the proxy's slice cache, whose fills live in its nursery.
+    """
+    app.asgi_app = _PusherInLifespan(app.asgi_app, runner)  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from trio_range.stats.histogram import HistogramSnapshot
-from trio_range.stats.snapshot import ShapingSnapshot
+from trio_range.stats.snapshot import CACHE_REQUEST_KINDS, ShapingSnapshot
 from trio_range.stats.store import StatsStore
 
 PREFIX = "trio_range"
@@ -128,6 +128,29 @@ class StatsCollector:
                 "Connections open to the upstream.",
                 value=s.upstream.open_connections,
             )
+        # --- issue 15: the slice cache ---
+        if s.cache is not None:
+            requests_by = CounterMetricFamily(
+                f"{p}_cache_requests",
+                "Requests by how the slice cache answered them (hit, miss, revalidated, bypass).",
+                labels=["result"],
+            )
+            for kind in CACHE_REQUEST_KINDS:
+                requests_by.add_metric([kind], s.cache.counts[kind])
+            yield requests_by
+            for name, documentation in (
+                ("bytes_from_cache", "Body bytes sent from stored slices."),
+                ("bytes_from_upstream", "Slice bytes fetched from the upstream."),
+                ("collapsed", "Slice requests that joined a fill already in flight."),
+                ("evictions", "Slices evicted to hold the disk bound."),
+            ):
+                yield CounterMetricFamily(
+                    f"{p}_cache_{name}", documentation, value=s.cache.counts[name]
+                )
+            yield GaugeMetricFamily(
+                f"{p}_cache_disk_bytes", "Bytes of slice files on disk.", value=s.cache.disk_bytes
+            )
+        # --- end issue 15 ---
 
 
 def _shaping(shaping: ShapingSnapshot) -> Iterator[Metric]:

@@ -81,6 +81,7 @@ class RedisStatsStore:
     ) -> None:
         self.role = role
         self.open_upstream_connections: Callable[[], int] | None = None
+        self.cache_disk_bytes: Callable[[], int] | None = None  # issue 15
         self.instance_id = instance_id or (
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         )
@@ -147,8 +148,12 @@ class RedisStatsStore:
     def record_refusal(self, limit: str) -> None:
         self._local.record_refusal(limit)
 
+    def record_cache(self, counter: str, amount: int = 1) -> None:  # issue 15
+        self._local.record_cache(counter, amount)
+
     def _local_snapshot(self) -> StatsSnapshot:
         self._local.open_upstream_connections = self.open_upstream_connections
+        self._local.cache_disk_bytes = self.cache_disk_bytes
         return self._local.snapshot()
 
     def snapshot(self) -> SharedStatsSnapshot:
@@ -162,6 +167,8 @@ class RedisStatsStore:
             streams_active=local.streams_active + sum(i.streams_active for i in others),
             upstream_open=(local.upstream.open_connections if local.upstream else 0)
             + sum(i.upstream_open for i in others),
+            # issue 15: this process's disk use (workers usually share one cache folder).
+            cache_disk_bytes=local.cache.disk_bytes if local.cache else 0,
         )
         shared = SharedView(
             backend=self.url,

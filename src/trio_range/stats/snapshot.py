@@ -19,6 +19,17 @@ UPSTREAM_ERROR_KINDS = ("connect", "timeout", "truncated", "status_5xx")
 # The limits past which a server answers 503 itself, each counted (issue 16), named as the
 # settings that set them.
 REFUSAL_LIMITS = ("max_connections", "max_connections_per_client", "max_streams")
+# --- issue 15: the proxy's slice cache ---
+# Requests by how the cache answered them, then byte and event counters (docs/cache.md).
+CACHE_REQUEST_KINDS = ("hit", "miss", "revalidated", "bypass")
+CACHE_COUNTERS = (
+    *CACHE_REQUEST_KINDS,
+    "bytes_from_cache",
+    "bytes_from_upstream",
+    "collapsed",
+    "evictions",
+)
+# --- end issue 15 ---
 
 # A client chooses the method: any other name is counted as OTHER, so a scanner sending random
 # methods cannot grow the counters (or a Prometheus server's series) without bound.
@@ -34,6 +45,32 @@ class UpstreamSnapshot:
     requests: int
     open_connections: int
     errors: Mapping[str, int]  # every kind of UPSTREAM_ERROR_KINDS, zeros included
+
+
+# --- issue 15 ---
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheSnapshot:
+    """The proxy's slice cache: every counter of CACHE_COUNTERS, and the disk it uses now."""
+
+    counts: Mapping[str, int]
+    disk_bytes: int
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Hits over the requests the cache answered (hits, misses, revalidations)."""
+        answered = sum(self.counts[kind] for kind in ("hit", "miss", "revalidated"))
+        return None if answered == 0 else self.counts["hit"] / answered
+
+    def to_json(self) -> dict[str, Any]:
+        ratio = self.hit_ratio
+        return {
+            **self.counts,
+            "disk_bytes": self.disk_bytes,
+            "hit_ratio": None if ratio is None else round(ratio, 4),
+        }
+
+
+# --- end issue 15 ---
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,6 +109,8 @@ class StatsSnapshot:
     duration: HistogramSnapshot
     upstream: UpstreamSnapshot | None  # None unless the role is "proxy"
     shaping: ShapingSnapshot
+    # issue 15: None unless the proxy has a cache (keyword-only: subclasses add fields after)
+    cache: CacheSnapshot | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def requests_total(self) -> int:
@@ -116,4 +155,6 @@ class StatsSnapshot:
                 "open_connections": self.upstream.open_connections,
                 "errors": dict(self.upstream.errors),
             }
+        if self.cache is not None:
+            document["cache"] = self.cache.to_json()
         return document

@@ -23,11 +23,13 @@ from typing import Protocol
 
 from trio_range.stats.histogram import Histogram
 from trio_range.stats.snapshot import (
+    CACHE_COUNTERS,
     KNOWN_METHODS,
     RANGE_OUTCOMES,
     REFUSAL_LIMITS,
     STREAM_OUTCOMES,
     UPSTREAM_ERROR_KINDS,
+    CacheSnapshot,
     ShapingSnapshot,
     StatsSnapshot,
     UpstreamSnapshot,
@@ -89,6 +91,15 @@ class StatsStore(Protocol):
     def record_refusal(self, limit: str) -> None:
         """The server answered 503 past ``limit``, one of REFUSAL_LIMITS."""
 
+    # --- issue 15: the slice cache ---
+    # Set by a proxy with a cache (its disk bytes); a store with it set reports a cache.
+    cache_disk_bytes: Callable[[], int] | None
+
+    def record_cache(self, counter: str, amount: int = 1) -> None:
+        """Count ``amount`` in ``counter``, one of CACHE_COUNTERS."""
+
+    # --- end issue 15 ---
+
     def snapshot(self) -> StatsSnapshot:
         """Every figure, consistent with each other."""
 
@@ -123,6 +134,9 @@ class MemoryStatsStore:
         self._paced_streams = 0
         self._pacing_wait_s = 0.0
         self._refused = dict.fromkeys(REFUSAL_LIMITS, 0)
+        # issue 15
+        self.cache_disk_bytes: Callable[[], int] | None = None
+        self._cache = dict.fromkeys(CACHE_COUNTERS, 0)
 
     # A stream is a response with a body. It is active from its head to the end of the exchange;
     # response_started and exchange_finished decide "has a body" with the same test, so every
@@ -176,6 +190,20 @@ class MemoryStatsStore:
             raise ValueError(f"unknown limit {limit!r}: {REFUSAL_LIMITS}")
         self._refused[limit] += 1
 
+    # --- issue 15 ---
+    def record_cache(self, counter: str, amount: int = 1) -> None:
+        if counter not in self._cache:
+            raise ValueError(f"unknown cache counter {counter!r}: {CACHE_COUNTERS}")
+        self._cache[counter] += amount
+
+    def _cache_snapshot(self) -> CacheSnapshot | None:
+        gauge = self.cache_disk_bytes
+        if gauge is None:
+            return None
+        return CacheSnapshot(counts=dict(self._cache), disk_bytes=gauge())
+
+    # --- end issue 15 ---
+
     def snapshot(self) -> StatsSnapshot:
         upstream = None
         if self.role == "proxy":
@@ -200,4 +228,5 @@ class MemoryStatsStore:
             duration=self._duration.snapshot(),
             upstream=upstream,
             shaping=ShapingSnapshot(self._paced_streams, self._pacing_wait_s, dict(self._refused)),
+            cache=self._cache_snapshot(),
         )

@@ -1,0 +1,227 @@
+"""Answering a request from the slice cache: the origin's range engine over cached slices.
+
+:func:`serve_cached` is the cache's side of the proxy's relay (relay.py hands it every GET and
+HEAD the cache may answer). It finds the object's record (fresh, or revalidated or learnt by
+one fill of the first slice the request needs, whose head only is awaited), asks the pure
+:func:`~trio_range.http.response_plan.plan_response` what to answer, exactly as the origin
+does, and carries the plan out: each ByteRange of the body is read from the slices it touches,
+a stored slice with :func:`~trio_range.server.file_body.file_body` (sendfile, as the origin),
+a missing one from its fill as the bytes arrive.
+
+Never a mixed object: the plan is made for one version (the record's ETag and size), and every
+slice used must be of that version (its file header, or its fill's answer). A slice of another
+version means the object changed upstream after the head went out: the answer is aborted
+(StreamAborted), and the fill that saw the change has already dropped the old slices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import AsyncIterator
+
+from quart import Response, request
+
+from trio_range.errors import StreamAborted, UpstreamError
+from trio_range.http.cache_policy import (
+    SliceAnswerKind,
+    cache_key,
+    request_bypasses_cache,
+    same_version,
+)
+from trio_range.http.conditional import ConditionalRequest
+from trio_range.http.ranges import ByteRange, RangeLimits
+from trio_range.http.relay import query_range, upstream_target
+from trio_range.http.response_plan import Representation, plan_response, range_outcome_label
+from trio_range.http.slices import SlicePiece, first_slice_wanted, slice_pieces, slice_span
+from trio_range.proxy.cache.cache import SliceCache
+from trio_range.proxy.cache.fills import Waiter
+from trio_range.proxy.cache.store import ObjectRecord
+from trio_range.server.exchange import Exchange, current_exchange
+from trio_range.server.file_body import file_body
+from trio_range.server.file_region import SENDFILE_REGION_BYTES, FileRegion, can_send_file
+
+# Pieces of a stored slice read into bytes when sendfile cannot be used (the origin's default).
+READ_CHUNK_BYTES = 512 * 1024
+# Retries of a slice that vanished between a 304 and its read (evicted meanwhile).
+_ATTEMPTS = 3
+
+
+async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | None:
+    """The answer to the current request from the cache, or None to relay it as without one.
+
+    Raises UpstreamError when the fill that had to learn the object failed (the relay answers
+    502/503/504 as for any upstream failure).
+    """
+    headers = request.headers
+    scope = request.scope
+    exchange = current_exchange()
+    # Counted when the exchange ends: a "hit" turns "miss" if its body needed a fill.
+    exchange.resources.callback(_count_request, cache, exchange)
+    reason = request_bypasses_cache(
+        request.method, headers.get("Cache-Control"), has_authorization="Authorization" in headers
+    )
+    path = upstream_target(scope.get("raw_path") or b"/", b"")
+    key = cache_key(path, scope["query_string"].decode("latin-1"))
+    if reason is not None or not cache.running or cache.bypassed(key):
+        exchange.cache = "bypass"
+        return None
+    range_header, range_query = headers.get("Range"), query_range(scope["query_string"])
+    record = cache.record(key)
+    label, waiter = "hit", None
+    if record is None or not cache.is_fresh(record):
+        if request.method == "HEAD" and record is None:
+            exchange.cache = "bypass"  # a HEAD is not worth a slice fetch
+            return None
+        index = first_slice_wanted(range_header, range_query, cache.slice_size)
+        conditional = None
+        if record is not None:
+            label = "revalidated"
+            index = min(index, math.ceil(record.size / cache.slice_size) - 1)
+            if cache.store.has_slice(key, index):
+                conditional = record.validators
+        else:
+            label = "miss"
+        waiter = cache.join(key, index, conditional)
+        exchange.resources.callback(waiter.release)
+        exchange.cache = label  # also in the log line of a 502/504 if the fill fails
+        answer = await waiter.head()
+        if answer.kind in (SliceAnswerKind.UNCACHEABLE, SliceAnswerKind.RELAY):
+            waiter.release()
+            exchange.cache = "bypass"
+            return None
+        if answer.kind is SliceAnswerKind.NOT_MODIFIED:
+            waiter.release()
+            waiter = None
+        stale_etag = None if record is None else record.etag
+        record = cache.record(key)
+        if record is None:  # dropped meanwhile (another answer saw it change): relay this one
+            exchange.cache = "bypass"
+            return None
+        if label == "revalidated" and record.etag != stale_etag:
+            label = "miss"  # a new version: nothing stored was usable
+    exchange.cache = label
+    plan = plan_response(
+        ConditionalRequest(
+            method=request.method,
+            if_match=headers.get("If-Match"),
+            if_none_match=headers.get("If-None-Match"),
+            if_modified_since=headers.get("If-Modified-Since"),
+            if_unmodified_since=headers.get("If-Unmodified-Since"),
+            if_range=headers.get("If-Range"),
+        ),
+        range_header,
+        range_query,
+        Representation(record.size, record.content_type, record.validators),
+        limits,
+    )
+    exchange.range_outcome = range_outcome_label(plan)
+    exchange.if_range_failed = plan.if_range_failed
+    body: object = b""
+    if request.method != "HEAD" and plan.body:
+        body = _cached_body(
+            cache, record, plan.body, waiter, exchange, sendfile=can_send_file(scope)
+        )
+    elif waiter is not None:
+        waiter.release()
+    response = Response(body, status=plan.status)  # type: ignore[arg-type]
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    for name, value in plan.headers:
+        response.headers.add(name, value)
+    if record.cache_control:
+        response.headers["Cache-Control"] = record.cache_control
+    response.headers["Age"] = str(max(0, int(cache.clock() - record.stored_at)))
+    return response
+
+
+def _count_request(cache: SliceCache, exchange: Exchange) -> None:
+    if exchange.cache:
+        cache.stats.record_cache(exchange.cache)
+
+
+async def _cached_body(
+    cache: SliceCache,
+    record: ObjectRecord,
+    segments: tuple[bytes | ByteRange, ...],
+    waiter: Waiter | None,
+    exchange: Exchange,
+    *,
+    sendfile: bool,
+) -> AsyncIterator[bytes | FileRegion]:
+    """The body items of ``segments``, from stored slices or their fills, of one version."""
+    try:
+        for segment in segments:
+            if isinstance(segment, bytes):
+                yield segment
+                continue
+            for piece in slice_pieces(segment, cache.slice_size):
+                held = waiter if waiter is not None and waiter.fill.index == piece.index else None
+                async for item in _piece(cache, record, piece, held, exchange, sendfile=sendfile):
+                    yield item
+    finally:
+        if waiter is not None:
+            waiter.release()
+
+
+async def _piece(
+    cache: SliceCache,
+    record: ObjectRecord,
+    piece: SlicePiece,
+    held: Waiter | None,
+    exchange: Exchange,
+    *,
+    sendfile: bool,
+) -> AsyncIterator[bytes | FileRegion]:
+    length = slice_span(piece.index, cache.slice_size, record.size).length
+    for _ in range(_ATTEMPTS):
+        if held is None:
+            try:
+                stored = cache.store.open_slice(
+                    record.key, piece.index, record.etag, record.size, length
+                )
+            except KeyError:
+                pass
+            else:
+                try:
+                    async for item in file_body(
+                        (ByteRange(stored.data_offset + piece.offset, piece.length),),
+                        stored.fd,
+                        region_bytes=SENDFILE_REGION_BYTES,
+                        chunk_bytes=READ_CHUNK_BYTES,
+                        sendfile=sendfile,
+                    ):
+                        yield item
+                finally:
+                    os.close(stored.fd)
+                cache.stats.record_cache("bytes_from_cache", piece.length)
+                return
+        # A fill complete before this answer joined it is a hit (its slice is just not on
+        # disk yet); one still arriving, or the one the view waited on, is a miss.
+        waiter = held or cache.join(record.key, piece.index, version=record.validators)
+        from_memory = held is None and waiter.fill.complete
+        held = None
+        if exchange.cache == "hit" and not from_memory:
+            exchange.cache = "miss"
+        try:
+            try:
+                answer = await waiter.head()
+            except UpstreamError as error:
+                raise StreamAborted(f"slice fill failed: {error}") from error
+            if answer.kind is SliceAnswerKind.NOT_MODIFIED:
+                continue  # stored and still valid: read it from disk
+            if (
+                answer.kind is not SliceAnswerKind.SLICE
+                or answer.validators is None
+                or not same_version(answer.validators, record.validators)
+                or answer.size != record.size
+            ):
+                raise StreamAborted(f"{record.key} changed upstream during the answer")
+            async for chunk in waiter.chunks(piece.offset, piece.length):
+                yield chunk
+            if from_memory:
+                cache.stats.record_cache("bytes_from_cache", piece.length)
+            return
+        finally:
+            waiter.release()
+    raise StreamAborted(f"slice {piece.index} of {record.key} kept vanishing")
