@@ -76,6 +76,26 @@ async def test_the_proxy_paces_relayed_chunks(nursery: trio.Nursery, big_media: 
     assert 1.2 <= took <= 30.0, took  # (4 - 1) MiB at 2 MiB/s: 1.5 s
 
 
+async def test_the_cached_proxy_paces_misses_and_hits(
+    nursery: trio.Nursery, big_media: Path, tmp_path: Path
+) -> None:
+    origin = await start_origin(nursery, media_dir=big_media)
+    proxy = await start_proxy(
+        nursery,
+        origin,
+        cache_dir=str(tmp_path / "cache"),
+        limit_rate_bytes_per_s=2 * MiB,
+        limit_rate_after_bytes=MiB,
+    )
+    for expected in ("miss", "hit"):
+        took, response = await timed_get(proxy + "/media/4m.bin")
+        assert response.content == (big_media / "4m.bin").read_bytes()
+        assert 1.2 <= took <= 30.0, (expected, took)  # (4 - 1) MiB at 2 MiB/s: 1.5 s
+        stats = await stats_of(proxy)
+        assert stats["cache"][expected] == 1, stats["cache"]
+    assert stats["shaping"]["paced_streams"] == 2
+
+
 async def test_a_video_is_paced_at_a_multiple_of_its_bitrate_reading_its_header_once(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:

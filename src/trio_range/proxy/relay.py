@@ -70,7 +70,9 @@ async def relay(site: ProxySite) -> Response:
     """Relay the current request upstream and stream the answer back."""
     if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
         try:
-            cached = await serve_cached(site.cache, _CACHE_LIMITS)
+            cached = await serve_cached(
+                site.cache, _CACHE_LIMITS, response_pacing(site.config, [], request.path)
+            )
         except UpstreamError as error:
             log.warning("%s %s: %s", request.method, request.path, error)
             return upstream_failure(error)

@@ -34,12 +34,14 @@ from trio_range.http.ranges import ByteRange, RangeLimits
 from trio_range.http.relay import query_range, upstream_target
 from trio_range.http.response_plan import Representation, plan_response, range_outcome_label
 from trio_range.http.slices import SlicePiece, first_slice_wanted, slice_pieces, slice_span
+from trio_range.http.token_bucket import Pacing
 from trio_range.proxy.cache.cache import SliceCache
 from trio_range.proxy.cache.fills import Waiter
 from trio_range.proxy.cache.store import ObjectRecord
 from trio_range.server.exchange import Exchange, current_exchange
 from trio_range.server.file_body import file_body
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, FileRegion, can_send_file
+from trio_range.server.pacing import paced
 
 # Pieces of a stored slice read into bytes when sendfile cannot be used (the origin's default).
 READ_CHUNK_BYTES = 512 * 1024
@@ -47,8 +49,14 @@ READ_CHUNK_BYTES = 512 * 1024
 _ATTEMPTS = 3
 
 
-async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | None:
+async def serve_cached(
+    cache: SliceCache, limits: RangeLimits, pacing: Pacing | None = None
+) -> Response | None:
     """The answer to the current request from the cache, or None to relay it as without one.
+
+    ``pacing`` (traffic shaping, server/pacing.py) paces the body of an answer from slices as
+    it paces a relayed one: the configured rate (an upstream's ``X-Accel-Limit-Rate`` is not
+    stored with the object, so a cached answer goes at the configured rate).
 
     Raises UpstreamError when the fill that had to learn the object failed (the relay answers
     502/503/504 as for any upstream failure).
@@ -122,6 +130,8 @@ async def serve_cached(cache: SliceCache, limits: RangeLimits) -> Response | Non
         body = _cached_body(
             cache, record, plan.body, waiter, exchange, sendfile=can_send_file(scope)
         )
+        if pacing is not None:
+            body = paced(body, pacing, exchange)
     elif waiter is not None:
         waiter.release()
     response = Response(body, status=plan.status)  # type: ignore[arg-type]
