@@ -38,6 +38,7 @@ from hypercorn.utils import wrap_app
 from trio_range.http.conditional import format_http_date
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
+from trio_range.server.socket_writer import SocketWriter
 
 __all__ = [
     "HOOKED",
@@ -304,42 +305,38 @@ class ConnectionServer(TCPServer):
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
         self._error_headers = error_headers
+        self.writer = SocketWriter(stream.socket, self.send_lock, self._peer_gone)
 
     async def protocol_send(self, event: Event) -> None:
-        # h11 frames the end of a Content-Length body as no bytes at all, and Hypercorn still
-        # takes the send lock and a shielded checkpoint to write them, once per response.
-        if isinstance(event, RawData) and not event.data:
+        # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
+        # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
+        # bytes at all: nothing to write.
+        if isinstance(event, RawData):
+            if event.data:
+                await self.writer.write((event.data,))
             return
         await super().protocol_send(event)
+
+    async def _peer_gone(self) -> None:
+        # What Hypercorn's protocol_send does when a write fails.
+        await self.protocol.handle(Closed())
 
     async def send_file(self, region: FileRegion) -> int:
         """Write ``region`` with sendfile as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
-        writes a chunk header) and hands it back untouched in its output. The write is shielded
-        and under the send lock, as Hypercorn's own writes are (``protocol_send``). Returns the
-        region's bytes written; a peer that went away part way is reported to the protocol as
-        Hypercorn reports it, by closing the stream.
+        writes a chunk header) and hands it back untouched in its output. The region is written
+        shielded and under the send lock, as Hypercorn's own writes are, by the connection's
+        :class:`~trio_range.server.socket_writer.SocketWriter`. Returns the region's bytes
+        written; a peer that went away part way is reported to the protocol as Hypercorn
+        reports it, by closing the stream.
         """
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
         assert isinstance(connection, h11.Connection)
         pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
-        written = 0
-        async with self.send_lock:
-            try:
-                with trio.CancelScope(shield=True):
-                    for piece in pieces or ():
-                        if isinstance(piece, FileRegion):
-                            written = await sendfile_region(self.stream.socket, piece)
-                            if written < piece.count:
-                                raise trio.BrokenResourceError
-                        else:
-                            await self.stream.send_all(piece)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-        return written
+        return await self.writer.write(pieces or (), sendfile_region)
 
     async def _read_data(self) -> None:
         # TCPServer.run made the protocol just before calling this; nothing was read yet.
