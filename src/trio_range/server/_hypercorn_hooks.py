@@ -29,13 +29,22 @@ from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
-from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIFramework,
+    ASGIReceiveEvent,
+    ASGISendEvent,
+    ConnectionState,
+    LifespanState,
+    Scope,
+)
 from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
+from trio_range.server.app_queue import AppQueue
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
 from trio_range.server.socket_writer import SocketWriter
@@ -62,6 +71,8 @@ HOOKED: tuple[Hook, ...] = (
     Hook(TrioSingleTask, "restart", ("self", "task_group", "action")),
     Hook(TrioSingleTask, "stop", ("self",)),
     Hook(TaskGroup, "spawn", ("self", "func", "args")),
+    Hook(TaskGroup, "spawn_app", ("self", "app", "config", "scope", "send")),
+    Hook(_handle, None, ("app", "config", "scope", "receive", "send", "sync_spawn", "call_soon")),
     Hook(H11Protocol, "handle", ("self", "event")),
     Hook(H11Protocol, "stream_send", ("self", "event")),
     Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
@@ -76,7 +87,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(WorkerContext, "__init__", ("self", "max_requests")),
     Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
     # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
-    # send_lock, stream, config and context; ProtocolWrapper.protocol (the H11Protocol) and
+    # send_lock, stream, config, context and (once running) _task_group; ProtocolWrapper.protocol (the H11Protocol) and
     # its .connection (the h11.Connection), .config and .keep_alive_requests;
     # WorkerContext.terminated; HTTPStream.closed.
 )
@@ -276,6 +287,9 @@ class ConnectionServer(TCPServer):
       Content-Length body.
     - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
       ``sendfile(2)`` as the next body bytes, framed by h11.
+    - Its writes go through :class:`~trio_range.server.socket_writer.SocketWriter`, and each
+      request's ASGI ``receive`` is an :class:`~trio_range.server.app_queue.AppQueue`, not a
+      memory channel (:meth:`_spawn_app`).
     - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
       closes a connection that switched to HTTP/2 (below). Before the first read it installs
       :class:`_WireFormat` on the HTTP/1.1 protocol (reason phrases, canonical names), whose
@@ -338,8 +352,34 @@ class ConnectionServer(TCPServer):
         pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
         return await self.writer.write(pieces or (), sendfile_region)
 
+    async def _spawn_app(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        """``TaskGroup.spawn_app`` (``hypercorn/trio/task_group.py``) with an AppQueue.
+
+        The same task running the same ``_handle`` around the app; only the queue differs.
+        """
+        queue = AppQueue(config.max_app_queue_size)
+        self._task_group.spawn(
+            _handle,
+            app,
+            config,
+            scope,
+            queue.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+        )
+        return queue.put
+
     async def _read_data(self) -> None:
-        # TCPServer.run made the protocol just before calling this; nothing was read yet.
+        # TCPServer.run made the protocol and its task group just before calling this; nothing
+        # was read yet. The task group is the one every HTTPStream of the connection spawns in.
+        self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
         if isinstance(self.protocol.protocol, H11Protocol):
             _WireFormat(self.protocol.protocol, self._error_headers).install()
         while True:
