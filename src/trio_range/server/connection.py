@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -43,7 +44,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from trio_range.errors import StreamAborted
 from trio_range.server._hypercorn_hooks import client_gone
-from trio_range.server._quart_hooks import QuartConnection
+from trio_range.server._quart_hooks import QuartConnection, complete_empty_body
+from trio_range.server.app_queue import watch_disconnect
 from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
 from trio_range.server.file_region import SEND_FILE_KEY, FileRegion
 
@@ -77,11 +79,28 @@ class RangeHTTPConnection(QuartConnection):
         token = enter_exchange(exchange)
         self.app.in_flight += 1
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_disconnect, nursery, request, receive, complete)
-                nursery.start_soon(
-                    self._respond, nursery, request, send, send_file, exchange, complete
-                )
+            with trio.CancelScope() as one_task:
+                if _has_no_body(request) and watch_disconnect(
+                    receive, partial(_cancel_unless_complete, one_task, complete)
+                ):
+                    # No body to read (GET, HEAD): the view runs in this task, and the server's
+                    # http.disconnect cancels it directly, unless the response is complete.
+                    complete_empty_body(request)
+                    await self._respond(one_task, request, send, send_file, exchange, complete)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            self._watch_disconnect, nursery, request, receive, complete
+                        )
+                        nursery.start_soon(
+                            self._respond,
+                            nursery.cancel_scope,
+                            request,
+                            send,
+                            send_file,
+                            exchange,
+                            complete,
+                        )
         finally:
             self.app.in_flight -= 1
             leave_exchange(token)
@@ -123,7 +142,7 @@ class RangeHTTPConnection(QuartConnection):
 
     async def _respond(
         self,
-        nursery: trio.Nursery,
+        scope: trio.CancelScope,
         request: Request,
         send: ASGISendCallable,
         send_file: SendFile | None,
@@ -154,7 +173,20 @@ class RangeHTTPConnection(QuartConnection):
             log.exception(
                 "aborted %s %s after %d bytes", exchange.method, exchange.path, exchange.bytes_sent
             )
-        nursery.cancel_scope.cancel()
+        scope.cancel()
+
+
+def _has_no_body(request: Request) -> bool:
+    """Whether the request has no body to read (RFC 9112 §6.3: neither of these fields)."""
+    headers = request.headers
+    return "Content-Length" not in headers and "Transfer-Encoding" not in headers
+
+
+def _cancel_unless_complete(scope: trio.CancelScope, complete: trio.Event) -> None:
+    # The server posts http.disconnect when the client left, and also after the final send of
+    # a complete response, whose keep-alive re-arming must not be cancelled.
+    if not complete.is_set():
+        scope.cancel()
 
 
 async def send_response(send: ASGISendCallable, response: Response | WerkzeugResponse) -> None:
