@@ -232,12 +232,19 @@ class _WireFormat:
     h11 writes names with the case it is given and the reason it is given.
     """
 
-    __slots__ = ("_error_headers", "_hypercorn_stream_send", "_protocol")
+    __slots__ = ("_error_headers", "_hold", "_hypercorn_stream_send", "_protocol")
 
-    def __init__(self, protocol: H11Protocol, error_headers: Sequence[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        protocol: H11Protocol,
+        error_headers: Sequence[tuple[bytes, bytes]],
+        hold: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._protocol = protocol
         self._hypercorn_stream_send = protocol.stream_send
         self._error_headers = list(error_headers)
+        # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
+        self._hold = hold
 
     def install(self) -> None:
         # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
@@ -253,13 +260,23 @@ class _WireFormat:
         headers = [*event.headers, *_hypercorn_fields(protocol.config)]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
-        await protocol._send_h11_event(
-            h11.Response(
-                status_code=event.status_code,
-                headers=headers,
-                reason=_REASONS.get(event.status_code, b""),
-            )
+        response = h11.Response(
+            status_code=event.status_code,
+            headers=headers,
+            reason=_REASONS.get(event.status_code, b""),
         )
+        if self._hold is None:
+            await protocol._send_h11_event(response)
+            return
+        # As _send_h11_event, but the head is held and leaves with the next write (the first
+        # body bytes, a file region, or the end): one send for a small response.
+        try:
+            data = protocol.connection.send(response)
+        except h11.LocalProtocolError:
+            if protocol.connection.their_state != h11.ERROR:
+                raise
+        else:
+            self._hold(data)
 
     async def send_error_response(self, status_code: int) -> None:
         protocol = self._protocol
@@ -326,9 +343,11 @@ class ConnectionServer(TCPServer):
         # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
         # bytes at all: nothing to write.
         if isinstance(event, RawData):
-            if event.data:
+            if event.data or self.writer.holding:
                 await self.writer.write((event.data,))
             return
+        if isinstance(event, Closed):
+            await self.writer.flush()  # a held head: the client sees what was answered
         await super().protocol_send(event)
 
     async def _peer_gone(self) -> None:
@@ -381,7 +400,7 @@ class ConnectionServer(TCPServer):
         # was read yet. The task group is the one every HTTPStream of the connection spawns in.
         self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
         if isinstance(self.protocol.protocol, H11Protocol):
-            _WireFormat(self.protocol.protocol, self._error_headers).install()
+            _WireFormat(self.protocol.protocol, self._error_headers, self.writer.hold).install()
         while True:
             try:
                 with trio.fail_after(self.config.read_timeout or math.inf):

@@ -66,6 +66,11 @@ class SocketWriter:
         """Keep ``head`` (a response head) to send with the next write."""
         self._held += head
 
+    @property
+    def holding(self) -> bool:
+        """Whether a head waits for the next write."""
+        return bool(self._held)
+
     async def flush(self) -> None:
         """Send a held head now (the connection is closing)."""
         if self._held:
