@@ -1,0 +1,258 @@
+"""The request hot path of issue 13: scheduler passes, the fast send path, the held head.
+
+Every figure here is a count (task steps, body steps, locked writes), never a duration: the
+tests hold on a busy machine and fail without the feature they check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from quart import Response
+
+from tests.conftest import SMALL
+from tests.server.test_serving import open_client, read_head
+from tests.support.servers import origin_config, start_app
+from trio_range.origin.app import create_app
+from trio_range.server.app import RangeApp
+from trio_range.server.socket_writer import FAIRNESS_BYTES, SocketWriter
+
+STREAM_CHUNK = 256 * 1024
+BIG_BODY = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+
+class _ServerSteps(trio.abc.Instrument):
+    """Counts task steps of every task but the test's own (the client)."""
+
+    def __init__(self, client: trio.lowlevel.Task) -> None:
+        self.client = client
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.client:
+            self.steps += 1
+
+
+@pytest.fixture
+def writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[SocketWriter]]:
+    """Every SocketWriter the server makes (one per connection), to read its counts."""
+    made: list[SocketWriter] = []
+    original = SocketWriter.__init__
+
+    def init(self: SocketWriter, *args: Any) -> None:
+        original(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(SocketWriter, "__init__", init)
+    yield made
+
+
+def _app() -> RangeApp:
+    """Routes whose bodies the tests step: held, endless, big."""
+    app = RangeApp(__name__)
+    app.extensions["steps"] = {"release": [trio.Event(), trio.Event()], "chunks": 0}
+
+    @app.route("/held")
+    async def held() -> Response:
+        release: list[trio.Event] = app.extensions["steps"]["release"]
+
+        async def body() -> AsyncIterator[bytes]:
+            await release[0].wait()
+            yield b"first"
+            await release[1].wait()
+            yield b"second"
+
+        return Response(body(), headers={"Content-Length": "11"})
+
+    @app.route("/endless")
+    async def endless() -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            chunk = b"e" * STREAM_CHUNK
+            while True:
+                app.extensions["steps"]["chunks"] += 1
+                yield chunk
+
+        return Response(body())
+
+    @app.route("/big")
+    async def big() -> Response:
+        return Response(BIG_BODY, headers={"Content-Type": "application/octet-stream"})
+
+    @app.route("/small")
+    async def small() -> Response:
+        return Response(SMALL)
+
+    return app
+
+
+async def _start(nursery: trio.Nursery, tmp_path: Path) -> tuple[RangeApp, str]:
+    app = _app()
+    return app, await start_app(nursery, app, origin_config(media_dir=tmp_path))
+
+
+async def _read_response(stream: trio.SocketStream, buffer: bytes = b"") -> tuple[bytes, bytes]:
+    """One Content-Length response: (head, body); what was read past it stays unread."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        assert chunk, buffer
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        chunk = await stream.receive_some(65536)
+        assert chunk
+        rest += chunk
+    assert len(rest) == length, "nothing past the response was sent"
+    return head, rest
+
+
+async def test_a_small_range_request_takes_at_most_three_scheduler_passes(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    # Issue 13: stock Hypercorn-trio with Quart-Trio made 12 passes per request (benchmarks/
+    # hot_path.py); the connection's reader waking for the request and the request's one task
+    # make 2. One more is allowed for a read that lands in two pieces.
+    config = origin_config(media_dir=media_dir)
+    url = await start_app(nursery, create_app(config), config)
+    requests = 30
+    stream = await open_client(url)
+    async with stream:
+        # Warm up: the connection's task and its keep-alive watcher start on the first request.
+        await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _read_response(stream)
+        counter = _ServerSteps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for index in range(requests):
+                first = index % len(SMALL)
+                await stream.send_all(
+                    b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\n\r\n" % first
+                )
+                head, body = await _read_response(stream)
+                assert head.startswith(b"HTTP/1.1 206 Partial Content")
+                assert body == SMALL[first:]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert counter.steps <= 3 * requests, counter.steps / requests
+
+
+async def test_three_pipelined_requests_are_answered_in_order_with_the_fast_send_path(
+    nursery: trio.Nursery, media_dir: Path, writers: list[SocketWriter]
+) -> None:
+    config = origin_config(media_dir=media_dir)
+    url = await start_app(nursery, create_app(config), config)
+    ranges = [(0, 3), (4, 4), (2, 10)]
+    stream = await open_client(url)
+    async with stream:
+        await stream.send_all(
+            b"".join(
+                b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-%d\r\n\r\n"
+                % (first, last)
+                for first, last in ranges
+            )
+        )
+        buffer = b""
+        for first, last in ranges:
+            head, rest = await _read_pipelined(stream, buffer)
+            length = last - first + 1
+            body, buffer = rest[:length], rest[length:]
+            assert head.startswith(b"HTTP/1.1 206 Partial Content"), head
+            assert b"Content-Range: bytes %d-%d/11" % (first, last) in head
+            assert body == SMALL[first : last + 1]
+    (writer,) = writers
+    assert writer.locked_writes == 0
+
+
+async def _read_pipelined(stream: trio.SocketStream, buffer: bytes) -> tuple[bytes, bytes]:
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        assert chunk, buffer
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(rest) < length:
+        chunk = await stream.receive_some(65536)
+        assert chunk
+        rest += chunk
+    return head, rest
+
+
+async def test_a_held_head_goes_out_within_one_body_step(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # The head waits for the first body write at most: the body's first step releases it,
+    # while the body still waits before its second step.
+    app, url = await _start(nursery, tmp_path)
+    release: list[trio.Event] = app.extensions["steps"]["release"]
+    stream = await open_client(url)
+    async with stream:
+        await stream.send_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        release[0].set()  # one body step
+        with trio.fail_after(10):
+            received = await read_head(stream)
+            while not received.endswith(b"first"):
+                received += await stream.receive_some(65536)
+        assert not release[1].is_set()
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        release[1].set()
+        with trio.fail_after(10):
+            while not received.endswith(b"second"):
+                received += await stream.receive_some(65536)
+
+
+async def test_a_small_request_is_answered_while_a_fast_stream_runs(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # A stream whose writes never wait for its reader (the kernel takes every chunk) yields at
+    # least every FAIRNESS_BYTES: the other connection's request is answered within a bounded
+    # number of the stream's body steps.
+    app, url = await _start(nursery, tmp_path)
+    steps = app.extensions["steps"]
+    streaming = await open_client(url)
+    small = await open_client(url)
+    async with streaming, small, trio.open_nursery() as draining:
+        await streaming.send_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        async def drain() -> None:
+            while await streaming.receive_some(1 << 20):
+                pass
+
+        draining.start_soon(drain)
+        with trio.fail_after(10):
+            while steps["chunks"] < 8:
+                await trio.sleep(0.01)
+        before = steps["chunks"]
+        await small.send_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(10):
+            head, body = await _read_response(small)
+        during = steps["chunks"] - before
+        assert head.startswith(b"HTTP/1.1 200 OK") and body == SMALL
+        # Two passes of the small request's tasks, each at most one fairness slice away.
+        assert during <= 8 * FAIRNESS_BYTES // STREAM_CHUNK, during
+        draining.cancel_scope.cancel()
+
+
+async def test_a_partial_send_to_a_slow_reader_falls_back_to_the_locked_path(
+    nursery: trio.Nursery, tmp_path: Path, writers: list[SocketWriter]
+) -> None:
+    _, url = await _start(nursery, tmp_path)
+    stream = await open_client(url, rcvbuf=4096)
+    async with stream:
+        await stream.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Not reading: the first write fills the socket buffers and is taken in part.
+        with trio.fail_after(10):
+            while not (writers and writers[0].locked_writes):
+                await trio.sleep(0.01)
+        with trio.fail_after(30):
+            head, body = await _read_response(stream)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == BIG_BODY
+    assert writers[0].locked_writes == 1
