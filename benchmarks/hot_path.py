@@ -142,9 +142,7 @@ async def _measure(
 class _Client:
     """Keep-alive GETs of random 4 KiB ranges, round-robin over blocking sockets; checked."""
 
-    def __init__(
-        self, address: tuple[str, int], data: bytes, connections: int, seed: int
-    ) -> None:
+    def __init__(self, address: tuple[str, int], data: bytes, connections: int, seed: int) -> None:
         self._data = data
         self._random = random.Random(seed)
         self._address = address

@@ -6,7 +6,7 @@ tests hold on a busy machine and fail without the feature they check.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class _ServerSteps(trio.abc.Instrument):
 
 
 @pytest.fixture
-def writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[SocketWriter]]:
+def writers(monkeypatch: pytest.MonkeyPatch) -> list[SocketWriter]:
     """Every SocketWriter the server makes (one per connection), to read its counts."""
     made: list[SocketWriter] = []
     original = SocketWriter.__init__
@@ -48,7 +48,7 @@ def writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[SocketWriter]]:
         made.append(self)
 
     monkeypatch.setattr(SocketWriter, "__init__", init)
-    yield made
+    return made
 
 
 def _app() -> RangeApp:
@@ -234,7 +234,8 @@ async def test_a_small_request_is_answered_while_a_fast_stream_runs(
         with trio.fail_after(10):
             head, body = await _read_response(small)
         during = steps["chunks"] - before
-        assert head.startswith(b"HTTP/1.1 200 OK") and body == SMALL
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert body == SMALL
         # Two passes of the small request's tasks, each at most one fairness slice away.
         assert during <= 8 * FAIRNESS_BYTES // STREAM_CHUNK, during
         draining.cancel_scope.cancel()

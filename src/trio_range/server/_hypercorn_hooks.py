@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
 import h11
 import trio
@@ -47,6 +47,7 @@ from trio_range.http.conditional import format_http_date
 from trio_range.server.app_queue import AppQueue
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
+from trio_range.server.keep_alive import KeepAliveTimer
 from trio_range.server.socket_writer import SocketWriter
 
 __all__ = [
@@ -87,10 +88,13 @@ HOOKED: tuple[Hook, ...] = (
     Hook(WorkerContext, "__init__", ("self", "max_requests")),
     Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
     # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
-    # send_lock, stream, config, context and (once running) _task_group; ProtocolWrapper.protocol (the H11Protocol) and
-    # its .connection (the h11.Connection), .config and .keep_alive_requests;
-    # WorkerContext.terminated; HTTPStream.closed.
+    # send_lock, stream, config, context and (set in run) _task_group; ProtocolWrapper.protocol
+    # (the H11Protocol) and its .connection (the h11.Connection), .config and
+    # .keep_alive_requests; WorkerContext.terminated; HTTPStream.closed; Quart's Request.body.
 )
+
+# Hypercorn's idle_task replacement (keep_alive.py), under the name the tests know.
+_KeepAliveTimer = KeepAliveTimer
 
 
 def wrap_asgi(app: ASGIFramework, config: HypercornConfig) -> AppWrapper:
@@ -120,68 +124,6 @@ def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     app cannot tell a delivered chunk from a discarded one. Its ``closed`` flag can.
     """
     return getattr(getattr(send, "__self__", None), "closed", False) is True
-
-
-class _KeepAliveTimer:
-    """Hypercorn's keep-alive timer as one task per connection, not one task per request.
-
-    Replaces ``TCPServer.idle_task`` (a ``TrioSingleTask``), which starts a task
-    (``nursery.start``, under a lock) each time a connection turns idle and cancels it when the
-    next request arrives: 15 % of a trivial request's CPU under py-spy. Here the first
-    ``restart`` starts one watcher task and later calls only move its deadline. The behaviour
-    is Hypercorn's: an idle connection closes when it has been idle for the keep-alive timeout,
-    or at once when the server shuts down; a busy one is left to its response (Hypercorn closes
-    it after that response during shutdown).
-    """
-
-    def __init__(
-        self, timeout: float, terminated: Any, close: Callable[[], Awaitable[None]]
-    ) -> None:
-        self._timeout = timeout
-        self._terminated = terminated
-        self._close = close
-        self._deadline = math.inf  # when an idle connection closes; inf while busy
-        self._watcher: trio.CancelScope | None = None
-        self._waiting: trio.CancelScope | None = None
-        self._turned_idle = trio.Event()
-
-    async def restart(self, task_group: Any, action: object) -> None:
-        """The connection turned idle (``action`` is Hypercorn's timeout task: not needed)."""
-        self._deadline = trio.current_time() + self._timeout
-        if self._watcher is None:
-            self._watcher = trio.CancelScope()
-            task_group.spawn(self._watch)
-        elif self._waiting is not None:
-            self._waiting.deadline = self._deadline
-        self._turned_idle.set()
-
-    async def stop(self) -> None:
-        """The connection is busy with a request."""
-        self._deadline = math.inf
-        if self._waiting is not None:
-            self._waiting.deadline = math.inf
-
-    def close(self) -> None:
-        """The connection ended: the watcher ends too."""
-        self._deadline = math.inf
-        if self._watcher is None:
-            self._watcher = trio.CancelScope()
-        self._watcher.cancel()
-
-    async def _watch(self) -> None:
-        assert self._watcher is not None
-        with self._watcher:
-            while True:
-                with trio.CancelScope(deadline=self._deadline) as self._waiting:
-                    await self._terminated.wait()
-                self._waiting = None
-                if self._deadline != math.inf:
-                    break  # idle past the timeout, or idle at shutdown
-                # Shutdown while busy: wait until the response is over.
-                self._turned_idle = trio.Event()
-                await self._turned_idle.wait()
-            with trio.CancelScope(shield=True):
-                await self._close()
 
 
 # The fields Hypercorn adds itself (``Config.response_headers``, and ``H11Protocol.stream_send``

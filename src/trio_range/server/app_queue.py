@@ -64,7 +64,7 @@ class AppQueue:
         return message
 
     def watch(self, on_disconnect: Callable[[], None]) -> None:
-        """Call ``on_disconnect`` on ``http.disconnect`` (now, if it already came); drop the rest."""
+        """Call ``on_disconnect`` on ``http.disconnect`` (now if it came); drop other messages."""
         self._on_disconnect = on_disconnect
         disconnected = any(item["type"] == "http.disconnect" for item in self._items)
         self._items.clear()
