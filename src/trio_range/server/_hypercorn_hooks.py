@@ -14,7 +14,6 @@ path or byte accounting silently stopped working.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -156,6 +155,27 @@ def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
     ]
 
 
+class _FieldsEachSecond:
+    """:func:`_hypercorn_fields`, made once per second: the Date changes no more often.
+
+    Hypercorn formats the date (and builds the list) for every response.
+    """
+
+    __slots__ = ("_config", "_fields", "_second")
+
+    def __init__(self, config: HypercornConfig) -> None:
+        self._config = config
+        self._second = -1
+        self._fields: list[tuple[bytes, bytes]] = []
+
+    def __call__(self) -> list[tuple[bytes, bytes]]:
+        second = int(time.time())
+        if second != self._second:
+            self._fields = _hypercorn_fields(self._config)
+            self._second = second
+        return self._fields
+
+
 class _WireFormat:
     """Hypercorn's HTTP/1.1 responses with a reason phrase and canonical names for its fields.
 
@@ -174,7 +194,7 @@ class _WireFormat:
     h11 writes names with the case it is given and the reason it is given.
     """
 
-    __slots__ = ("_error_headers", "_hold", "_hypercorn_stream_send", "_protocol")
+    __slots__ = ("_error_headers", "_fields", "_hold", "_hypercorn_stream_send", "_protocol")
 
     def __init__(
         self,
@@ -187,6 +207,7 @@ class _WireFormat:
         self._error_headers = list(error_headers)
         # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
         self._hold = hold
+        self._fields = _FieldsEachSecond(protocol.config)
 
     def install(self) -> None:
         # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
@@ -199,7 +220,7 @@ class _WireFormat:
             await self._hypercorn_stream_send(event)
             return
         protocol = self._protocol
-        headers = [*event.headers, *_hypercorn_fields(protocol.config)]
+        headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
         response = h11.Response(
@@ -341,11 +362,16 @@ class ConnectionServer(TCPServer):
         # TCPServer.run made the protocol and its task group just before calling this; nothing
         # was read yet. The task group is the one every HTTPStream of the connection spawns in.
         self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
+        read_timeout = self.config.read_timeout
         if isinstance(self.protocol.protocol, H11Protocol):
             _WireFormat(self.protocol.protocol, self._error_headers, self.writer.hold).install()
         while True:
             try:
-                with trio.fail_after(self.config.read_timeout or math.inf):
+                if read_timeout:
+                    with trio.fail_after(read_timeout):
+                        data = await self.stream.receive_some(MAX_RECV)
+                else:
+                    # No read timeout (Hypercorn's default): no cancel scope and deadline per read.
                     data = await self.stream.receive_some(MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break

@@ -20,7 +20,8 @@ class KeepAliveTimer:
     Replaces ``TCPServer.idle_task`` (a ``TrioSingleTask``), which starts a task
     (``nursery.start``, under a lock) each time a connection turns idle and cancels it when the
     next request arrives: 15 % of a trivial request's CPU under py-spy. Here the first
-    ``restart`` starts one watcher task and later calls only move its deadline. The behaviour
+    ``restart`` starts one watcher task; later calls only note the new deadline, which the
+    watcher reads when it wakes (a stale, earlier deadline wakes it once more). The behaviour
     is Hypercorn's: an idle connection closes when it has been idle for the keep-alive timeout,
     or at once when the server shuts down; a busy one is left to its response (Hypercorn closes
     it after that response during shutdown).
@@ -43,15 +44,15 @@ class KeepAliveTimer:
         if self._watcher is None:
             self._watcher = trio.CancelScope()
             task_group.spawn(self._watch)
-        elif self._waiting is not None:
+        elif self._waiting is not None and self._waiting.deadline == math.inf:
             self._waiting.deadline = self._deadline
+        # Otherwise the watcher wakes at an earlier deadline and moves on to this one: moving
+        # a cancel scope's deadline twice per request costs more than one wake per timeout.
         self._turned_idle.set()
 
     async def stop(self) -> None:
-        """The connection is busy with a request."""
+        """The connection is busy with a request (the watcher sees it when it wakes)."""
         self._deadline = math.inf
-        if self._waiting is not None:
-            self._waiting.deadline = math.inf
 
     def close(self) -> None:
         """The connection ended: the watcher ends too."""
@@ -67,10 +68,15 @@ class KeepAliveTimer:
                 with trio.CancelScope(deadline=self._deadline) as self._waiting:
                     await self._terminated.wait()
                 self._waiting = None
-                if self._deadline != math.inf:
-                    break  # idle past the timeout, or idle at shutdown
-                # Shutdown while busy: wait until the response is over.
-                self._turned_idle = trio.Event()
-                await self._turned_idle.wait()
+                idle = self._deadline != math.inf
+                if self._terminated.is_set():
+                    if idle:
+                        break  # idle at shutdown
+                    # Shutdown while busy: wait until the response is over.
+                    self._turned_idle = trio.Event()
+                    await self._turned_idle.wait()
+                elif idle and self._deadline <= trio.current_time():
+                    break  # idle past the timeout
+                # Else woken at a deadline a later request moved: wait for the current one.
             with trio.CancelScope(shield=True):
                 await self._close()

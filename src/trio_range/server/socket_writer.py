@@ -11,8 +11,9 @@ and waits for the socket, each wait shielded as Hypercorn shields its writes, so
 response never leaves half a message on the wire.
 
 Fairness: a response whose writes never block would never yield either, and one fast stream
-would starve every other connection of this worker; the writer yields once every
-:data:`FAIRNESS_BYTES` written without a wait.
+would starve every other connection of this worker, and could not be cancelled; the writer
+checkpoints (yields, and lets a cancel in) after every :data:`FAIRNESS_BYTES` written without
+a wait, between writes.
 
 It also holds a response head (:meth:`hold`) until the next write, so a small response's head
 and body leave in one ``send`` (one syscall, one packet). Every write sends a held head first,
@@ -142,8 +143,9 @@ class SocketWriter:
             if owned:
                 self._lock.release()
         if self._unyielded >= FAIRNESS_BYTES:
+            # After the write, never inside it: a cancel here leaves no half message.
             self._unyielded = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await trio.lowlevel.checkpoint()
         return region_written
 
 
