@@ -38,6 +38,9 @@ from trio_range.server.file_region import FileRegion
 # at least every 1 MiB written").
 FAIRNESS_BYTES = 1 << 20
 
+# A file region this small right after a held head is read and sent with the head.
+COALESCE_REGION_BYTES = 16 * 1024
+
 Piece = bytes | bytearray | memoryview | FileRegion
 # file_region.sendfile_region: writes a region, waiting for the socket; returns bytes written.
 SendRegion = Callable[[trio.socket.SocketType, FileRegion], Awaitable[int]]
@@ -85,8 +88,20 @@ class SocketWriter:
         peer went away part way (its protocol is then told, as Hypercorn reports a failed
         write); a file that ends early raises StreamAborted.
         """
+        # Bytes at the end of pieces[0] that belong to a file region (one read into memory).
+        region_tail = 0
         if self._held:
-            pieces = [self._held, *pieces]
+            first = pieces[0] if pieces else None
+            if isinstance(first, FileRegion) and first.count <= COALESCE_REGION_BYTES:
+                # A small region after a held head: one read from the page cache and one send
+                # for both beat a send and a sendfile (the app sends only cached regions).
+                data = os.pread(first.fd, first.count, first.offset)
+                if len(data) < first.count:
+                    raise first.short(len(data))
+                pieces = [self._held + data, *pieces[1:]]
+                region_tail = first.count
+            else:
+                pieces = [self._held, *pieces]
             self._held = b""
         owned = False
         if self._lock.locked():
@@ -96,7 +111,7 @@ class SocketWriter:
         region_written = 0
         try:
             fd = self._socket.fileno()
-            for piece in pieces:
+            for index, piece in enumerate(pieces):
                 if isinstance(piece, FileRegion):
                     assert sendfile is not None
                     if not owned:
@@ -125,7 +140,9 @@ class SocketWriter:
                     except OSError:
                         # EPIPE, ECONNRESET, or a socket already closed (EBADF).
                         await self._closed()
-                        return region_written
+                        return _region_part(
+                            region_written, piece, done, region_tail if index == 0 else 0
+                        )
                     if not owned:
                         # Part of the write is left: from here on, as Hypercorn writes.
                         self._lock.acquire_nowait()
@@ -137,7 +154,11 @@ class SocketWriter:
                             await trio.lowlevel.wait_writable(self._socket)
                     except (trio.ClosedResourceError, trio.BrokenResourceError):
                         await self._closed()
-                        return region_written
+                        return _region_part(
+                            region_written, piece, done, region_tail if index == 0 else 0
+                        )
+                if region_tail and index == 0:
+                    region_written = region_tail
                 self._unyielded += size
         finally:
             if owned:
@@ -147,6 +168,13 @@ class SocketWriter:
             self._unyielded = 0
             await trio.lowlevel.checkpoint()
         return region_written
+
+
+def _region_part(written: int, piece: Piece, done: int, region_tail: int) -> int:
+    """The region bytes written when a write of bytes stopped at ``done``."""
+    if region_tail:
+        return max(0, done - (len(piece) - region_tail))
+    return written
 
 
 def _write_once(fd: int, piece: bytes | bytearray | memoryview, done: int) -> int:
