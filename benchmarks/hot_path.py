@@ -1,204 +1,73 @@
 """The origin's per-request cost in figures a loaded machine does not move (issue 13).
 
-    python -m benchmarks.hot_path                      # 2000 requests, 1 and 16 connections
-    python -m benchmarks.hot_path --requests 5000 --connections 1,16
+    python -m benchmarks.hot_path                      # 1000 requests, 1 and 16 connections
+    python -m benchmarks.hot_path --requests 5000 --connections 1,16 --servers ours
 
-The origin runs in this process (``serve_app`` in ``trio.run``); the client is a plain
-blocking-socket loop in a thread, so nothing it does is a trio task. Each request is a random
-4 KiB range of a 1 MiB file, keep-alive, ``--connections`` connections driven round-robin (one
-request in flight on each). For each connection count, three figures per request:
-
-- **scheduler passes**: trio task steps (an ``Instrument``'s ``before_task_step``), exact for
-  one connection; with many, several requests share some passes.
-- **Python calls**: ``cProfile``'s total call count in the server's thread (a separate run).
-- **CPU**: the server thread's CPU time (``time.thread_time``), no profiler; the one figure here
-  that the machine's load moves, and only a little (it is not wall time). The wall-clock rate
-  is printed too, for reference only.
-
-Writes benchmarks/results/hot_path.json.
+For trio_range's server and, as the same run's baseline, the same origin app on stock
+``hypercorn.trio.serve``: scheduler passes, Python calls and CPU per request (how each is
+counted: benchmarks/_passes.py). Writes benchmarks/results/hot_path.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import pathlib
-import pstats
-import random
-import socket
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
-from benchmarks._harness import RESULTS_DIR, print_table, run_benchmark
-from trio_range.config import OriginConfig
-from trio_range.origin.app import create_app
-from trio_range.server.serving import serve_app
-
-FILE_BYTES = 1 << 20
-RANGE_BYTES = 4096
-WARM_UP_REQUESTS = 50
-
-
-class PassCounter(trio.abc.Instrument):
-    """Counts trio task steps: one per pass of a task through the scheduler."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps += 1
+from benchmarks._harness import RESULTS_DIR, print_table, ratio_cell, run_benchmark
+from benchmarks._passes import SERVERS, measure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hot_path")
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--connections", default="1,16", help="comma-separated counts")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="ours,stock or one")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "hot_path.json")
     return run_benchmark(run, parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"requests": args.requests, "by_connections": {}}
+    servers = args.servers.split(",")
+    results: dict[str, Any] = {"requests": args.requests, "figures": {}}
     rows = []
     for connections in (int(c) for c in args.connections.split(",")):
-        figures = measure(args.requests, connections, args.seed)
-        results["by_connections"][str(connections)] = figures
-        rows.append(
-            [
-                str(connections),
-                f"{figures['passes_per_request']:.2f}",
-                f"{figures['calls_per_request']:.0f}",
-                f"{figures['cpu_us_per_request']:.0f}",
-                f"{figures['requests_per_s']:.0f}",
-            ]
-        )
+        figures = {
+            server: measure(args.requests, connections, args.seed, server) for server in servers
+        }
+        results["figures"][str(connections)] = figures
+        for server, each in figures.items():
+            stock = figures.get("stock")
+            rows.append(
+                [
+                    server,
+                    str(connections),
+                    f"{each['passes_per_request']:.2f}",
+                    f"{each['calls_per_request']:.0f}",
+                    f"{each['cpu_us_per_request']:.0f}",
+                    ratio_cell(
+                        each["cpu_us_per_request"] / stock["cpu_us_per_request"] if stock else None
+                    ),
+                    f"{each['requests_per_s']:.0f}",
+                ]
+            )
     print_table(
         f"origin hot path, {args.requests} random 4 KiB ranges",
         [
+            ("server", "<8"),
             ("connections", "<12"),
             ("passes/req", ">11"),
             ("calls/req", ">10"),
             ("CPU us/req", ">11"),
+            ("CPU vs stock", ">13"),
             ("req/s (noisy)", ">14"),
         ],
         rows,
     )
     return results
-
-
-def measure(requests: int, connections: int, seed: int) -> dict[str, float]:
-    """The three per-request figures for ``requests`` over ``connections`` connections."""
-    with tempfile.TemporaryDirectory(prefix="hot-path-") as media:
-        data = random.Random(seed).randbytes(FILE_BYTES)
-        (pathlib.Path(media) / "f.bin").write_bytes(data)
-        config = OriginConfig(port=0, access_log=False, media_dir=pathlib.Path(media))
-        return trio.run(_measure, config, data, requests, connections, seed)
-
-
-async def _measure(
-    config: OriginConfig, data: bytes, requests: int, connections: int, seed: int
-) -> dict[str, float]:
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve_app, create_app(config), config)
-        host, port = urls[0].removeprefix("http://").rsplit(":", 1)
-        address = (host, int(port))
-        client = _Client(address, data, connections, seed)
-        try:
-            await trio.to_thread.run_sync(client.run, WARM_UP_REQUESTS)
-            counter = PassCounter()
-            trio.lowlevel.add_instrument(counter)
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            profile = cProfile.Profile()
-            profile.enable()
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                profile.disable()
-            cpu_before, wall_before = time.thread_time(), time.perf_counter()
-            await trio.to_thread.run_sync(client.run, requests)
-            cpu = time.thread_time() - cpu_before
-            wall = time.perf_counter() - wall_before
-        finally:
-            client.close()
-        nursery.cancel_scope.cancel()
-    calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
-    return {
-        "passes_per_request": counter.steps / requests,
-        "calls_per_request": calls / requests,
-        "cpu_us_per_request": 1e6 * cpu / requests,
-        "requests_per_s": requests / wall,
-    }
-
-
-class _Client:
-    """Keep-alive GETs of random 4 KiB ranges, round-robin over blocking sockets; checked."""
-
-    def __init__(self, address: tuple[str, int], data: bytes, connections: int, seed: int) -> None:
-        self._data = data
-        self._random = random.Random(seed)
-        self._address = address
-        self._socks = [socket.create_connection(address, timeout=30) for _ in range(connections)]
-        self._buffers = [b""] * connections
-
-    def close(self) -> None:
-        for sock in self._socks:
-            sock.close()
-
-    def run(self, requests: int) -> None:
-        sent = 0
-        while sent < requests:
-            batch = self._socks[: requests - sent]
-            starts = []
-            for sock in batch:
-                start = self._random.randrange(0, FILE_BYTES - RANGE_BYTES)
-                starts.append(start)
-                sock.sendall(
-                    b"GET /media/f.bin HTTP/1.1\r\nHost: bench\r\n"
-                    b"Range: bytes=%d-%d\r\n\r\n" % (start, start + RANGE_BYTES - 1)
-                )
-            for index, start in enumerate(starts):
-                body = self._response(index, self._socks[index])
-                if body != self._data[start : start + RANGE_BYTES]:
-                    raise AssertionError(f"wrong body for the range at {start}")
-            sent += len(batch)
-
-    def _response(self, index: int, sock: socket.socket) -> bytes:
-        buffer = self._buffers[index]
-        while b"\r\n\r\n" not in buffer:
-            buffer += self._receive(sock)
-        head, _, buffer = buffer.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 206"):
-            raise AssertionError(head.decode("latin-1"))
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(buffer) < length:
-            buffer += self._receive(sock)
-        self._buffers[index] = buffer[length:]
-        if b"\r\nconnection: close" in head.lower():
-            # Hypercorn's keep_alive_max_requests (1000): a new connection, as wrk would open.
-            sock.close()
-            self._socks[index] = socket.create_connection(self._address, timeout=30)
-            self._buffers[index] = b""
-        return buffer[:length]
-
-    @staticmethod
-    def _receive(sock: socket.socket) -> bytes:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError("the server closed the connection")
-        return chunk
 
 
 if __name__ == "__main__":
