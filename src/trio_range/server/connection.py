@@ -1,7 +1,10 @@
 """The ASGI connection of one request: it owns the request's tasks and resources.
 
 Quart-Trio runs each request as two tasks in one nursery (one reads ASGI messages, one sends
-the response). Three traps of that stock class are fixed here (docs/references.md, "The stack"):
+the response). Here a request without a body (GET, HEAD: every hot path) runs in one task: the
+server's ``http.disconnect`` cancels its scope directly (app_queue.py), which saves a nursery,
+a task and their scheduler passes (issue 13); requests with a body keep the two tasks. Three
+traps of the stock class are fixed here (docs/references.md, "The stack"):
 
 - Its disconnect watcher cancels the nursery when Hypercorn posts ``http.disconnect`` after a
   complete response, which cancels Hypercorn re-arming the keep-alive timer inside the final
