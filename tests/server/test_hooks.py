@@ -112,6 +112,12 @@ def test_hypercorn_code_the_issue_13_hooks_rely_on_is_unchanged() -> None:
     handle = inspect.getsource(HTTPStream.handle)
     assert "self.app_put = await self.task_group.spawn_app(" in handle
     assert 'await self.app_put({"type": "http.disconnect"})' in handle
+    # _install_protocol_check calls Hypercorn's check only for these two: nothing else in it
+    # switches protocols.
+    check = inspect.getsource(H11Protocol._check_protocol)
+    assert check.count("raise ") == 2
+    assert 'if sanitised_name == "upgrade":' in check
+    assert 'event.method == b"PRI"' in check
     send_h11_event = inspect.getsource(H11Protocol._send_h11_event)
     assert "data = self.connection.send(event)" in send_h11_event
     assert "await self.send(RawData(data=data))" in send_h11_event

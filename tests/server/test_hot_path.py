@@ -16,7 +16,7 @@ from quart import Response
 
 from tests.conftest import SMALL
 from tests.server.test_serving import open_client, read_head
-from tests.support.servers import origin_config, start_app
+from tests.support.servers import origin_config, raw_exchange, start_app
 from trio_range.origin.app import create_app
 from trio_range.server.app import RangeApp
 from trio_range.server.socket_writer import FAIRNESS_BYTES, SocketWriter
@@ -245,7 +245,7 @@ async def test_a_partial_send_to_a_slow_reader_falls_back_to_the_locked_path(
     nursery: trio.Nursery, tmp_path: Path, writers: list[SocketWriter]
 ) -> None:
     _, url = await _start(nursery, tmp_path)
-    stream = await open_client(url, rcvbuf=4096)
+    stream = await open_client(url, rcvbuf=65536)
     async with stream:
         await stream.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         # Not reading: the first write fills the socket buffers and is taken in part.
@@ -257,3 +257,20 @@ async def test_a_partial_send_to_a_slow_reader_falls_back_to_the_locked_path(
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert body == BIG_BODY
     assert writers[0].locked_writes == 1
+
+
+async def test_an_h2c_upgrade_is_still_seen_by_the_one_scan_protocol_check(
+    nursery: trio.Nursery, media_dir: Path
+) -> None:
+    # The names reach _install_protocol_check as h11 normalized them, whatever the client
+    # wrote: Hypercorn's own check still answers 101 and switches, and ConnectionServer then
+    # closes what is no longer HTTP/1.1 (as for the prior-knowledge preface).
+    config = origin_config(media_dir=media_dir)
+    url = await start_app(nursery, create_app(config), config)
+    received = await raw_exchange(
+        url,
+        b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nuPgRaDe:  h2c\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    assert received.startswith(b"HTTP/1.1 101 "), received
+    assert SMALL not in received

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from http import HTTPStatus
 from typing import cast
 
 import h11
@@ -43,6 +42,7 @@ from hypercorn.typing import (
 from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
+from trio_range.http.reasons import REASON_PHRASES as _REASONS
 from trio_range.server.app_queue import AppQueue
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
@@ -77,6 +77,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(H11Protocol, "stream_send", ("self", "event")),
     Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
     Hook(H11Protocol, "_send_h11_event", ("self", "event")),
+    Hook(H11Protocol, "_check_protocol", ("self", "event")),
     Hook(HypercornConfig, "response_headers", ("self", "protocol")),
     Hook(HypercornConfig, "keep_alive_max_requests", None),
     Hook(HTTPStream, "app_send", ("self", "message")),
@@ -134,17 +135,6 @@ _CANONICAL_NAMES = {
     b"alt-svc": b"Alt-Svc",
     b"connection": b"Connection",
     b"content-length": b"Content-Length",
-}
-
-# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]. Optional, and "a
-# client SHOULD ignore the reason-phrase content", but every common server sends the standard
-# one and Hypercorn sends none ("HTTP/1.1 206 "). The phrases are RFC 9110's (§15), whatever
-# the Python version: 3.11's table still has RFC 7231's names for these four.
-_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus} | {
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    416: b"Range Not Satisfiable",
-    422: b"Unprocessable Content",
 }
 
 
@@ -259,6 +249,28 @@ class _WireFormat:
         await protocol._send_h11_event(h11.EndOfMessage())
 
 
+def _install_protocol_check(protocol: H11Protocol) -> None:
+    """``H11Protocol._check_protocol`` over the names as h11 gives them: lowercased, stripped.
+
+    Hypercorn decodes, strips and lowercases every field name of every request to find an
+    ``Upgrade`` (h2c) before it makes the request's stream, and scans the names again there.
+    A request that names no upgrade and is not the HTTP/2 preface needs neither; one that does
+    goes to Hypercorn's own check, which decides as before.
+    """
+    hypercorn_check = protocol._check_protocol
+
+    async def check_protocol(event: h11.Request) -> None:
+        if event.method == b"PRI":
+            await hypercorn_check(event)
+            return
+        for name, _ in event.headers:
+            if name == b"upgrade":
+                await hypercorn_check(event)
+                return
+
+    protocol._check_protocol = check_protocol  # type: ignore[method-assign]
+
+
 class ConnectionServer(TCPServer):
     """Hypercorn's connection handler (``hypercorn/trio/tcp_server.py`` ``TCPServer``), changed.
 
@@ -365,6 +377,7 @@ class ConnectionServer(TCPServer):
         read_timeout = self.config.read_timeout
         if isinstance(self.protocol.protocol, H11Protocol):
             _WireFormat(self.protocol.protocol, self._error_headers, self.writer.hold).install()
+            _install_protocol_check(self.protocol.protocol)
         while True:
             try:
                 if read_timeout:
