@@ -6,6 +6,8 @@ tests hold on a busy machine and fail without the feature they check.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from trio_range.server.app import RangeApp
 from trio_range.server.socket_writer import FAIRNESS_BYTES, SocketWriter
 
 STREAM_CHUNK = 256 * 1024
+STREAM_CHUNKS = 256  # 64 MiB
 BIG_BODY = bytes(range(256)) * (16 * 1024)  # 4 MiB
 
 
@@ -52,7 +55,7 @@ def writers(monkeypatch: pytest.MonkeyPatch) -> list[SocketWriter]:
 
 
 def _app() -> RangeApp:
-    """Routes whose bodies the tests step: held, endless, big."""
+    """Routes whose bodies the tests step: held, long, big, small."""
     app = RangeApp(__name__)
     app.extensions["steps"] = {"release": [trio.Event(), trio.Event()], "chunks": 0}
 
@@ -68,15 +71,16 @@ def _app() -> RangeApp:
 
         return Response(body(), headers={"Content-Length": "11"})
 
-    @app.route("/endless")
-    async def endless() -> Response:
+    @app.route("/long")
+    async def long() -> Response:
         async def body() -> AsyncIterator[bytes]:
             chunk = b"e" * STREAM_CHUNK
-            while True:
+            for _ in range(STREAM_CHUNKS):
                 app.extensions["steps"]["chunks"] += 1
                 yield chunk
 
-        return Response(body())
+        length = str(STREAM_CHUNK * STREAM_CHUNKS)
+        return Response(body(), headers={"Content-Length": length})
 
     @app.route("/big")
     async def big() -> Response:
@@ -211,34 +215,38 @@ async def test_a_held_head_goes_out_within_one_body_step(
 async def test_a_small_request_is_answered_while_a_fast_stream_runs(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    # A stream whose writes never wait for its reader (the kernel takes every chunk) yields at
-    # least every FAIRNESS_BYTES: the other connection's request is answered within a bounded
-    # number of the stream's body steps.
+    # A 64 MiB stream read as fast as a thread can, and a small request on another
+    # connection: answered within a few of the stream's body steps, long before its end (the
+    # writer waits for a full socket or yields every FAIRNESS_BYTES, whichever comes first).
     app, url = await _start(nursery, tmp_path)
     steps = app.extensions["steps"]
-    streaming = await open_client(url)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    received = 0
+
+    def read_the_stream() -> None:
+        nonlocal received
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+                if received >= STREAM_CHUNK * STREAM_CHUNKS:
+                    return
+
     small = await open_client(url)
-    async with streaming, small, trio.open_nursery() as draining:
-        await streaming.send_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
-
-        async def drain() -> None:
-            while await streaming.receive_some(1 << 20):
-                pass
-
-        draining.start_soon(drain)
+    async with small, trio.open_nursery() as reading:
+        reading.start_soon(trio.to_thread.run_sync, read_the_stream)
         with trio.fail_after(10):
-            while steps["chunks"] < 8:
-                await trio.sleep(0.01)
+            while steps["chunks"] < 4:
+                await trio.sleep(0.001)
         before = steps["chunks"]
         await small.send_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             head, body = await _read_response(small)
         during = steps["chunks"] - before
         assert head.startswith(b"HTTP/1.1 200 OK")
         assert body == SMALL
-        # Two passes of the small request's tasks, each at most one fairness slice away.
-        assert during <= 8 * FAIRNESS_BYTES // STREAM_CHUNK, during
-        draining.cancel_scope.cancel()
+        # The small request's two passes, each at most a fairness slice (plus slack) away.
+        assert during <= 8 * FAIRNESS_BYTES // STREAM_CHUNK < STREAM_CHUNKS // 4, during
 
 
 async def test_a_partial_send_to_a_slow_reader_falls_back_to_the_locked_path(
@@ -274,3 +282,45 @@ async def test_an_h2c_upgrade_is_still_seen_by_the_one_scan_protocol_check(
     )
     assert received.startswith(b"HTTP/1.1 101 "), received
     assert SMALL not in received
+
+
+async def test_writes_that_never_wait_still_yield_every_fairness_slice() -> None:
+    # On loopback a fast stream fills the socket and waits now and then anyway; a socket that
+    # is never full (here /dev/null) is where only the writer's own checkpoint lets other
+    # tasks run: 4 MiB in 256 KiB writes must give the other task about 4 turns, not 0.
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async def never_called() -> None:
+        raise AssertionError("/dev/null never closes")
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        never_full: Any = _Fd(null)  # fileno() is all the writer asks of its socket here
+        writer = SocketWriter(never_full, trio.Lock(), never_called)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            slices = 4
+            for _ in range(slices * FAIRNESS_BYTES // STREAM_CHUNK):
+                await writer.write((b"x" * STREAM_CHUNK,))
+            during = turns
+            nursery.cancel_scope.cancel()
+    finally:
+        os.close(null)
+    assert writer.locked_writes == 0
+    assert slices - 1 <= during <= slices + 1, during
+
+
+class _Fd:
+    """A file descriptor with a socket's ``fileno()``."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
