@@ -29,7 +29,7 @@ sends header names as the app set them (:func:`send_response`), where Quart lowe
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -89,7 +89,7 @@ class RangeHTTPConnection(QuartConnection):
                     # No body to read (GET, HEAD): the view runs in this task, and the server's
                     # http.disconnect cancels it directly, unless the response is complete.
                     complete_empty_body(request)
-                    await self._respond(one_task, request, send, send_file, exchange, complete)
+                    await self._respond(None, request, send, send_file, exchange, complete)
                 else:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(
@@ -145,7 +145,7 @@ class RangeHTTPConnection(QuartConnection):
 
     async def _respond(
         self,
-        scope: trio.CancelScope,
+        watching: trio.CancelScope | None,
         request: Request,
         send: ASGISendCallable,
         send_file: SendFile | None,
@@ -176,7 +176,8 @@ class RangeHTTPConnection(QuartConnection):
             log.exception(
                 "aborted %s %s after %d bytes", exchange.method, exchange.path, exchange.bytes_sent
             )
-        scope.cancel()
+        if watching is not None:
+            watching.cancel()  # the nursery's disconnect watcher: nothing left to watch
 
 
 def _has_no_body(request: Request) -> bool:
@@ -208,9 +209,7 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
     start = {
         "type": "http.response.start",
         "status": response.status_code,
-        "headers": [
-            (_field_bytes(name), _field_bytes(value)) for name, value in response.headers.items()
-        ],
+        "headers": _fields_bytes(response.headers.items()),
     }
     await send(cast(HTTPResponseStartEvent, start))
     if isinstance(response, WerkzeugResponse):
@@ -231,6 +230,15 @@ async def _send_body(send: ASGISendCallable, data: object) -> None:
     await send(
         cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": body, "more_body": True})
     )
+
+
+def _fields_bytes(fields: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Every field as bytes: latin-1 (one pass, no call per field), else field by field."""
+    fields = list(fields)
+    try:
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+    except UnicodeEncodeError:
+        return [(_field_bytes(name), _field_bytes(value)) for name, value in fields]
 
 
 def _field_bytes(text: str) -> bytes:
@@ -313,7 +321,8 @@ class _ObservedSend:
         if kind == "http.response.start":
             exchange.status = message["status"]  # type: ignore[typeddict-item]
             for name, value in message.get("headers", ()):  # type: ignore[attr-defined]
-                if name.lower() == b"content-length":
+                # The first byte first: most names are not Content-Length (67 "C", 99 "c").
+                if name[:1] in b"Cc" and name.lower() == b"content-length":
                     exchange.declared_length = int(value)
             self._observer.response_started(exchange)
             await self._send(message)
