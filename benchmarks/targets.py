@@ -11,6 +11,10 @@ issue 8), candidates interleaved and their order rotated every round, medians ov
 - ``proxy_stream``:  the same through trio-range proxy -> origin, vs the aiohttp pair
                      (benchmarks/aiohttp_baseline.py) and vs nginx proxy_pass -> nginx.
 - ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``.
+- ``origin_p99``:    p99 latency of those ranges at c=16, origin vs aiohttp ``FileResponse``.
+- ``passes``:        scheduler passes and Python calls per request (exact counts, in this
+                     process: benchmarks/_passes.py), the origin on trio_range's server vs the
+                     same app on stock ``hypercorn.trio.serve`` (issue 13).
 - ``proxy_rate``:    the same through the proxy pair vs the aiohttp pair.
 - ``proxy_p99``:     p99 latency of those ranges at c=16, proxy pair vs aiohttp pair.
 - ``memory``:        the proxy's peak RSS with 8 concurrent whole-file streams and with one
@@ -82,12 +86,15 @@ from benchmarks._harness import (
     run_benchmark,
 )
 from benchmarks._load import concurrent_streams, memory_rounds, run_wrk, stream_rounds
+from benchmarks._passes import measure as measure_in_process
 from trio_range.media_files import format_size, parse_size
 
 MEASURES = (
     "origin_stream",
     "proxy_stream",
     "origin_rate",
+    "origin_p99",
+    "passes",
     "proxy_rate",
     "proxy_p99",
     "memory",
@@ -104,6 +111,9 @@ RSS_LIMIT_MIB = 64.0
 RSS_GROWTH_LIMIT_MIB = 1.0
 DISCONNECT_MEDIAN_LIMIT_MS = 5.0
 DISCONNECT_MAX_LIMIT_MS = 20.0
+# passes: requests per count (exact figures: no rounds), and issue 13's targets.
+PASSES_REQUESTS, PASSES_REQUESTS_QUICK = 2000, 300
+CALLS_LIMIT = 1200.0
 
 # Server names, started on first use (a subset of rows starts only what it needs).
 ORIGIN, PROXY = "origin", "proxy"
@@ -480,25 +490,78 @@ def rate_medians(
 
 
 def measure_origin_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    label = "origin, random 4 KiB ranges, c=64"
+    target = Target(at_least_ratio=1.0)
+    return _origin_wrk(ctx, "origin_rate", 64, label, "requests_per_s", "req/s", target)
+
+
+def measure_origin_p99(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    label = "origin, p99 of 4 KiB ranges, c=16"
+    target = Target(at_most_ratio=1.0)
+    return _origin_wrk(ctx, "origin_p99", 16, label, "p99_ms", "ms", target)
+
+
+def _origin_wrk(
+    ctx: Context,
+    measure: str,
+    concurrency: int,
+    label: str,
+    key: str,
+    unit: str,
+    target: Target,
+) -> tuple[list[Row], dict[str, Any]]:
+    """The origin against aiohttp's ``FileResponse`` under wrk; one row, our ``key`` over theirs."""
     s = ctx.servers
     ours = s.candidate("origin", ORIGIN)
     aio = s.candidate("aiohttp FileResponse", AIO_ORIGIN)
     assert ours is not None
-    runs, medians = rate_medians(ctx, "origin_rate", ours, aio, 64)
+    runs, medians = rate_medians(ctx, measure, ours, aio, concurrency)
     base = medians.get("aiohttp FileResponse", {})
     rows = [
         make_row(
-            "origin_rate",
-            "origin, random 4 KiB ranges, c=64",
-            medians["origin"]["requests_per_s"],
-            "req/s",
-            Target(at_least_ratio=1.0),
+            measure,
+            label,
+            medians["origin"][key],
+            unit,
+            target,
             baseline="aiohttp FileResponse",
-            baseline_value=base.get("requests_per_s"),
+            baseline_value=base.get(key),
             missing=s.why_missing(AIO_ORIGIN),
         )
     ]
     return rows, {"runs": runs, "medians": medians}
+
+
+def measure_passes(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    """Exact per-request counts, ours and stock Hypercorn's, one connection (issue 13)."""
+    requests = PASSES_REQUESTS_QUICK if ctx.args.quick else PASSES_REQUESTS
+    figures = {}
+    for server in ("ours", "stock"):
+        ctx.clock.check()
+        figures[server] = measure_in_process(requests, 1, seed=1, server=server)
+    ours, stock = figures["ours"], figures["stock"]
+    baseline = "same app, stock hypercorn -k trio"
+    rows = [
+        make_row(
+            "passes",
+            "origin, scheduler passes per request (exact)",
+            ours["passes_per_request"],
+            "passes",
+            Target(at_most_ratio=0.5),
+            baseline=baseline,
+            baseline_value=stock["passes_per_request"],
+        ),
+        make_row(
+            "passes",
+            "origin, Python calls per request (cProfile)",
+            ours["calls_per_request"],
+            "calls",
+            Target(at_most=CALLS_LIMIT),
+            baseline=baseline,
+            baseline_value=stock["calls_per_request"],
+        ),
+    ]
+    return rows, {"requests": requests, "figures": figures}
 
 
 def measure_proxy_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
@@ -947,6 +1010,8 @@ MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]
     "origin_stream": measure_origin_stream,
     "proxy_stream": measure_proxy_stream,
     "origin_rate": measure_origin_rate,
+    "origin_p99": measure_origin_p99,
+    "passes": measure_passes,
     "proxy_rate": measure_proxy_rate,
     "proxy_p99": measure_proxy_p99,
     "memory": measure_memory,

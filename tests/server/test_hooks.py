@@ -8,7 +8,10 @@ whose keep-alive timer, sendfile path or byte accounting silently stopped workin
 
 from __future__ import annotations
 
+import inspect
 import socket
+from importlib.metadata import version
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +26,8 @@ from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from quart.asgi import ASGIHTTPConnection
+from quart.wrappers.request import Body
+from quart_trio import QuartTrio
 
 from trio_range.proxy import _httpx_hooks
 from trio_range.server import _hypercorn_hooks, _quart_hooks
@@ -94,3 +99,34 @@ async def test_hypercorn_instance_attributes_the_hooks_use_exist() -> None:
             assert _hypercorn_hooks.client_gone(http_stream.app_send) is False
             http_stream.closed = True
             assert _hypercorn_hooks.client_gone(http_stream.app_send) is True
+
+
+def test_hypercorn_code_the_issue_13_hooks_rely_on_is_unchanged() -> None:
+    # What the hot path hooks assume of code, not only of names (a signature cannot say it):
+    # TCPServer.run sets _task_group before _read_data runs, where ConnectionServer swaps in
+    # its spawn_app; HTTPStream spawns through that task group and posts http.disconnect
+    # through the app_put it returned (AppQueue.put); H11Protocol frames a response as
+    # _WireFormat.stream_send (which holds the head) does in its place.
+    run = inspect.getsource(TCPServer.run)
+    assert run.index("self._task_group = task_group") < run.index("await self._read_data()")
+    handle = inspect.getsource(HTTPStream.handle)
+    assert "self.app_put = await self.task_group.spawn_app(" in handle
+    assert 'await self.app_put({"type": "http.disconnect"})' in handle
+    # _install_protocol_check calls Hypercorn's check only for these two: nothing else in it
+    # switches protocols.
+    check = inspect.getsource(H11Protocol._check_protocol)
+    assert check.count("raise ") == 2
+    assert 'if sanitised_name == "upgrade":' in check
+    assert 'event.method == b"PRI"' in check
+    send_h11_event = inspect.getsource(H11Protocol._send_h11_event)
+    assert "data = self.connection.send(event)" in send_h11_event
+    assert "await self.send(RawData(data=data))" in send_h11_event
+    # Quart-Trio's requests keep their body in a quart Body (complete_empty_body completes it).
+    assert issubclass(QuartTrio.request_class.body_class, Body)
+
+
+def test_the_hooked_libraries_are_the_versions_the_lock_pins() -> None:
+    # The hooks are checked against these releases; pyproject stops below the next minor one.
+    lock = (Path(__file__).parents[2] / "requirements" / "lock.txt").read_text()
+    for name in ("hypercorn", "quart", "quart-trio", "h11", "trio"):
+        assert f"\n{name}=={version(name)} " in lock, name

@@ -14,11 +14,9 @@ path or byte accounting silently stopped working.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
 import h11
 import trio
@@ -29,15 +27,27 @@ from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
-from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIFramework,
+    ASGIReceiveEvent,
+    ASGISendEvent,
+    ConnectionState,
+    LifespanState,
+    Scope,
+)
 from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
+from trio_range.http.reasons import REASON_PHRASES as _REASONS
+from trio_range.server.app_queue import AppQueue
 from trio_range.server.file_region import FileRegion, sendfile_region
 from trio_range.server.hooks_check import Hook
+from trio_range.server.keep_alive import KeepAliveTimer
+from trio_range.server.socket_writer import SocketWriter
 
 __all__ = [
     "HOOKED",
@@ -61,10 +71,13 @@ HOOKED: tuple[Hook, ...] = (
     Hook(TrioSingleTask, "restart", ("self", "task_group", "action")),
     Hook(TrioSingleTask, "stop", ("self",)),
     Hook(TaskGroup, "spawn", ("self", "func", "args")),
+    Hook(TaskGroup, "spawn_app", ("self", "app", "config", "scope", "send")),
+    Hook(_handle, None, ("app", "config", "scope", "receive", "send", "sync_spawn", "call_soon")),
     Hook(H11Protocol, "handle", ("self", "event")),
     Hook(H11Protocol, "stream_send", ("self", "event")),
     Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
     Hook(H11Protocol, "_send_h11_event", ("self", "event")),
+    Hook(H11Protocol, "_check_protocol", ("self", "event")),
     Hook(HypercornConfig, "response_headers", ("self", "protocol")),
     Hook(HypercornConfig, "keep_alive_max_requests", None),
     Hook(HTTPStream, "app_send", ("self", "message")),
@@ -75,10 +88,13 @@ HOOKED: tuple[Hook, ...] = (
     Hook(WorkerContext, "__init__", ("self", "max_requests")),
     Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
     # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
-    # send_lock, stream, config and context; ProtocolWrapper.protocol (the H11Protocol) and
-    # its .connection (the h11.Connection), .config and .keep_alive_requests;
-    # WorkerContext.terminated; HTTPStream.closed.
+    # send_lock, stream, config, context and (set in run) _task_group; ProtocolWrapper.protocol
+    # (the H11Protocol) and its .connection (the h11.Connection), .config and
+    # .keep_alive_requests; WorkerContext.terminated; HTTPStream.closed; Quart's Request.body.
 )
+
+# Hypercorn's idle_task replacement (keep_alive.py), under the name the tests know.
+_KeepAliveTimer = KeepAliveTimer
 
 
 def wrap_asgi(app: ASGIFramework, config: HypercornConfig) -> AppWrapper:
@@ -110,68 +126,6 @@ def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
-class _KeepAliveTimer:
-    """Hypercorn's keep-alive timer as one task per connection, not one task per request.
-
-    Replaces ``TCPServer.idle_task`` (a ``TrioSingleTask``), which starts a task
-    (``nursery.start``, under a lock) each time a connection turns idle and cancels it when the
-    next request arrives: 15 % of a trivial request's CPU under py-spy. Here the first
-    ``restart`` starts one watcher task and later calls only move its deadline. The behaviour
-    is Hypercorn's: an idle connection closes when it has been idle for the keep-alive timeout,
-    or at once when the server shuts down; a busy one is left to its response (Hypercorn closes
-    it after that response during shutdown).
-    """
-
-    def __init__(
-        self, timeout: float, terminated: Any, close: Callable[[], Awaitable[None]]
-    ) -> None:
-        self._timeout = timeout
-        self._terminated = terminated
-        self._close = close
-        self._deadline = math.inf  # when an idle connection closes; inf while busy
-        self._watcher: trio.CancelScope | None = None
-        self._waiting: trio.CancelScope | None = None
-        self._turned_idle = trio.Event()
-
-    async def restart(self, task_group: Any, action: object) -> None:
-        """The connection turned idle (``action`` is Hypercorn's timeout task: not needed)."""
-        self._deadline = trio.current_time() + self._timeout
-        if self._watcher is None:
-            self._watcher = trio.CancelScope()
-            task_group.spawn(self._watch)
-        elif self._waiting is not None:
-            self._waiting.deadline = self._deadline
-        self._turned_idle.set()
-
-    async def stop(self) -> None:
-        """The connection is busy with a request."""
-        self._deadline = math.inf
-        if self._waiting is not None:
-            self._waiting.deadline = math.inf
-
-    def close(self) -> None:
-        """The connection ended: the watcher ends too."""
-        self._deadline = math.inf
-        if self._watcher is None:
-            self._watcher = trio.CancelScope()
-        self._watcher.cancel()
-
-    async def _watch(self) -> None:
-        assert self._watcher is not None
-        with self._watcher:
-            while True:
-                with trio.CancelScope(deadline=self._deadline) as self._waiting:
-                    await self._terminated.wait()
-                self._waiting = None
-                if self._deadline != math.inf:
-                    break  # idle past the timeout, or idle at shutdown
-                # Shutdown while busy: wait until the response is over.
-                self._turned_idle = trio.Event()
-                await self._turned_idle.wait()
-            with trio.CancelScope(shield=True):
-                await self._close()
-
-
 # The fields Hypercorn adds itself (``Config.response_headers``, and ``H11Protocol.stream_send``
 # and ``_send_error_response``), in lower case there; spelled here as nginx, Apache and Go
 # spell them.
@@ -183,23 +137,33 @@ _CANONICAL_NAMES = {
     b"content-length": b"Content-Length",
 }
 
-# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]. Optional, and "a
-# client SHOULD ignore the reason-phrase content", but every common server sends the standard
-# one and Hypercorn sends none ("HTTP/1.1 206 "). The phrases are RFC 9110's (§15), whatever
-# the Python version: 3.11's table still has RFC 7231's names for these four.
-_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus} | {
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    416: b"Range Not Satisfiable",
-    422: b"Unprocessable Content",
-}
-
 
 def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
     """Hypercorn's own fields for a response (Date, Server, Alt-Svc, as configured), canonical."""
     return [
         (_CANONICAL_NAMES.get(name, name), value) for name, value in config.response_headers("h11")
     ]
+
+
+class _FieldsEachSecond:
+    """:func:`_hypercorn_fields`, made once per second: the Date changes no more often.
+
+    Hypercorn formats the date (and builds the list) for every response.
+    """
+
+    __slots__ = ("_config", "_fields", "_second")
+
+    def __init__(self, config: HypercornConfig) -> None:
+        self._config = config
+        self._second = -1
+        self._fields: list[tuple[bytes, bytes]] = []
+
+    def __call__(self) -> list[tuple[bytes, bytes]]:
+        second = int(time.time())
+        if second != self._second:
+            self._fields = _hypercorn_fields(self._config)
+            self._second = second
+        return self._fields
 
 
 class _WireFormat:
@@ -220,12 +184,20 @@ class _WireFormat:
     h11 writes names with the case it is given and the reason it is given.
     """
 
-    __slots__ = ("_error_headers", "_hypercorn_stream_send", "_protocol")
+    __slots__ = ("_error_headers", "_fields", "_hold", "_hypercorn_stream_send", "_protocol")
 
-    def __init__(self, protocol: H11Protocol, error_headers: Sequence[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        protocol: H11Protocol,
+        error_headers: Sequence[tuple[bytes, bytes]],
+        hold: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._protocol = protocol
         self._hypercorn_stream_send = protocol.stream_send
         self._error_headers = list(error_headers)
+        # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
+        self._hold = hold
+        self._fields = _FieldsEachSecond(protocol.config)
 
     def install(self) -> None:
         # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
@@ -238,16 +210,26 @@ class _WireFormat:
             await self._hypercorn_stream_send(event)
             return
         protocol = self._protocol
-        headers = [*event.headers, *_hypercorn_fields(protocol.config)]
+        headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
-        await protocol._send_h11_event(
-            h11.Response(
-                status_code=event.status_code,
-                headers=headers,
-                reason=_REASONS.get(event.status_code, b""),
-            )
+        response = h11.Response(
+            status_code=event.status_code,
+            headers=headers,
+            reason=_REASONS.get(event.status_code, b""),
         )
+        if self._hold is None:
+            await protocol._send_h11_event(response)
+            return
+        # As _send_h11_event, but the head is held and leaves with the next write (the first
+        # body bytes, a file region, or the end): one send for a small response.
+        try:
+            data = protocol.connection.send(response)
+        except h11.LocalProtocolError:
+            if protocol.connection.their_state != h11.ERROR:
+                raise
+        else:
+            self._hold(data)
 
     async def send_error_response(self, status_code: int) -> None:
         protocol = self._protocol
@@ -267,6 +249,28 @@ class _WireFormat:
         await protocol._send_h11_event(h11.EndOfMessage())
 
 
+def _install_protocol_check(protocol: H11Protocol) -> None:
+    """``H11Protocol._check_protocol`` over the names as h11 gives them: lowercased, stripped.
+
+    Hypercorn decodes, strips and lowercases every field name of every request to find an
+    ``Upgrade`` (h2c) before it makes the request's stream, and scans the names again there.
+    A request that names no upgrade and is not the HTTP/2 preface needs neither; one that does
+    goes to Hypercorn's own check, which decides as before.
+    """
+    hypercorn_check = protocol._check_protocol
+
+    async def check_protocol(event: h11.Request) -> None:
+        if event.method == b"PRI":
+            await hypercorn_check(event)
+            return
+        for name, _ in event.headers:
+            if name == b"upgrade":
+                await hypercorn_check(event)
+                return
+
+    protocol._check_protocol = check_protocol  # type: ignore[method-assign]
+
+
 class ConnectionServer(TCPServer):
     """Hypercorn's connection handler (``hypercorn/trio/tcp_server.py`` ``TCPServer``), changed.
 
@@ -275,6 +279,9 @@ class ConnectionServer(TCPServer):
       Content-Length body.
     - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
       ``sendfile(2)`` as the next body bytes, framed by h11.
+    - Its writes go through :class:`~trio_range.server.socket_writer.SocketWriter`, and each
+      request's ASGI ``receive`` is an :class:`~trio_range.server.app_queue.AppQueue`, not a
+      memory channel (:meth:`_spawn_app`).
     - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
       closes a connection that switched to HTTP/2 (below). Before the first read it installs
       :class:`_WireFormat` on the HTTP/1.1 protocol (reason phrases, canonical names), whose
@@ -304,50 +311,80 @@ class ConnectionServer(TCPServer):
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
         )
         self._error_headers = error_headers
+        self.writer = SocketWriter(stream.socket, self.send_lock, self._peer_gone)
 
     async def protocol_send(self, event: Event) -> None:
-        # h11 frames the end of a Content-Length body as no bytes at all, and Hypercorn still
-        # takes the send lock and a shielded checkpoint to write them, once per response.
-        if isinstance(event, RawData) and not event.data:
+        # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
+        # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
+        # bytes at all: nothing to write.
+        if isinstance(event, RawData):
+            if event.data or self.writer.holding:
+                await self.writer.write((event.data,))
             return
+        if isinstance(event, Closed):
+            await self.writer.flush()  # a held head: the client sees what was answered
         await super().protocol_send(event)
+
+    async def _peer_gone(self) -> None:
+        # What Hypercorn's protocol_send does when a write fails.
+        await self.protocol.handle(Closed())
 
     async def send_file(self, region: FileRegion) -> int:
         """Write ``region`` with sendfile as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
-        writes a chunk header) and hands it back untouched in its output. The write is shielded
-        and under the send lock, as Hypercorn's own writes are (``protocol_send``). Returns the
-        region's bytes written; a peer that went away part way is reported to the protocol as
-        Hypercorn reports it, by closing the stream.
+        writes a chunk header) and hands it back untouched in its output. The region is written
+        shielded and under the send lock, as Hypercorn's own writes are, by the connection's
+        :class:`~trio_range.server.socket_writer.SocketWriter`. Returns the region's bytes
+        written; a peer that went away part way is reported to the protocol as Hypercorn
+        reports it, by closing the stream.
         """
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
         assert isinstance(connection, h11.Connection)
         pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
-        written = 0
-        async with self.send_lock:
-            try:
-                with trio.CancelScope(shield=True):
-                    for piece in pieces or ():
-                        if isinstance(piece, FileRegion):
-                            written = await sendfile_region(self.stream.socket, piece)
-                            if written < piece.count:
-                                raise trio.BrokenResourceError
-                        else:
-                            await self.stream.send_all(piece)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-        return written
+        return await self.writer.write(pieces or (), sendfile_region)
+
+    async def _spawn_app(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        """``TaskGroup.spawn_app`` (``hypercorn/trio/task_group.py``) with an AppQueue.
+
+        The same task running the same ``_handle`` around the app; only the queue differs.
+        """
+        queue = AppQueue(config.max_app_queue_size)
+        self._task_group.spawn(
+            _handle,
+            app,
+            config,
+            scope,
+            queue.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+        )
+        return queue.put
 
     async def _read_data(self) -> None:
-        # TCPServer.run made the protocol just before calling this; nothing was read yet.
+        # TCPServer.run made the protocol and its task group just before calling this; nothing
+        # was read yet. The task group is the one every HTTPStream of the connection spawns in.
+        self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
+        read_timeout = self.config.read_timeout
         if isinstance(self.protocol.protocol, H11Protocol):
-            _WireFormat(self.protocol.protocol, self._error_headers).install()
+            _WireFormat(self.protocol.protocol, self._error_headers, self.writer.hold).install()
+            _install_protocol_check(self.protocol.protocol)
         while True:
             try:
-                with trio.fail_after(self.config.read_timeout or math.inf):
+                if read_timeout:
+                    with trio.fail_after(read_timeout):
+                        data = await self.stream.receive_some(MAX_RECV)
+                else:
+                    # No read timeout (Hypercorn's default): no cancel scope and deadline per read.
                     data = await self.stream.receive_some(MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break

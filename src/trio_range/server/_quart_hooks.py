@@ -17,6 +17,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
 from quart.asgi import ASGIHTTPConnection
 from quart.wrappers import Request
+from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 
@@ -30,7 +31,19 @@ HOOKED: tuple[Hook, ...] = (
     Hook(ASGIHTTPConnection, "_create_request_from_scope", ("self", "send")),
     Hook(ASGIHTTPConnection, "handle_messages", ("self", "request", "receive")),
     Hook(TrioASGIHTTPConnection, "__call__", ("self", "receive", "send")),
+    Hook(Body, "set_complete", ("self",)),
+    # Instance attribute: Request.body (a Body), checked by tests/server/test_hooks.py.
 )
+
+
+def complete_empty_body(request: Request) -> None:
+    """Mark the body of a request that has none as fully received.
+
+    What ``ASGIHTTPConnection.handle_messages`` does on the final ``http.request`` message, for
+    a request served without a task reading its messages (connection.py): a view that awaits
+    the body then gets ``b""`` instead of waiting forever.
+    """
+    request.body.set_complete()
 
 
 class QuartConnection(TrioASGIHTTPConnection):

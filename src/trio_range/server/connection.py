@@ -1,7 +1,10 @@
 """The ASGI connection of one request: it owns the request's tasks and resources.
 
 Quart-Trio runs each request as two tasks in one nursery (one reads ASGI messages, one sends
-the response). Three traps of that stock class are fixed here (docs/references.md, "The stack"):
+the response). Here a request without a body (GET, HEAD: every hot path) runs in one task: the
+server's ``http.disconnect`` cancels its scope directly (app_queue.py), which saves a nursery,
+a task and their scheduler passes (issue 13); requests with a body keep the two tasks. Three
+traps of the stock class are fixed here (docs/references.md, "The stack"):
 
 - Its disconnect watcher cancels the nursery when Hypercorn posts ``http.disconnect`` after a
   complete response, which cancels Hypercorn re-arming the keep-alive timer inside the final
@@ -26,8 +29,9 @@ sends header names as the app set them (:func:`send_response`), where Quart lowe
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -43,7 +47,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from trio_range.errors import StreamAborted
 from trio_range.server._hypercorn_hooks import client_gone
-from trio_range.server._quart_hooks import QuartConnection
+from trio_range.server._quart_hooks import QuartConnection, complete_empty_body
+from trio_range.server.app_queue import watch_disconnect
 from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
 from trio_range.server.file_region import SEND_FILE_KEY, FileRegion
 
@@ -77,11 +82,28 @@ class RangeHTTPConnection(QuartConnection):
         token = enter_exchange(exchange)
         self.app.in_flight += 1
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_disconnect, nursery, request, receive, complete)
-                nursery.start_soon(
-                    self._respond, nursery, request, send, send_file, exchange, complete
-                )
+            with trio.CancelScope() as one_task:
+                if _has_no_body(request) and watch_disconnect(
+                    receive, partial(_cancel_unless_complete, one_task, complete)
+                ):
+                    # No body to read (GET, HEAD): the view runs in this task, and the server's
+                    # http.disconnect cancels it directly, unless the response is complete.
+                    complete_empty_body(request)
+                    await self._respond(None, request, send, send_file, exchange, complete)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            self._watch_disconnect, nursery, request, receive, complete
+                        )
+                        nursery.start_soon(
+                            self._respond,
+                            nursery.cancel_scope,
+                            request,
+                            send,
+                            send_file,
+                            exchange,
+                            complete,
+                        )
         finally:
             self.app.in_flight -= 1
             leave_exchange(token)
@@ -123,7 +145,7 @@ class RangeHTTPConnection(QuartConnection):
 
     async def _respond(
         self,
-        nursery: trio.Nursery,
+        watching: trio.CancelScope | None,
         request: Request,
         send: ASGISendCallable,
         send_file: SendFile | None,
@@ -154,7 +176,21 @@ class RangeHTTPConnection(QuartConnection):
             log.exception(
                 "aborted %s %s after %d bytes", exchange.method, exchange.path, exchange.bytes_sent
             )
-        nursery.cancel_scope.cancel()
+        if watching is not None:
+            watching.cancel()  # the nursery's disconnect watcher: nothing left to watch
+
+
+def _has_no_body(request: Request) -> bool:
+    """Whether the request has no body to read (RFC 9112 §6.3: neither of these fields)."""
+    headers = request.headers
+    return "Content-Length" not in headers and "Transfer-Encoding" not in headers
+
+
+def _cancel_unless_complete(scope: trio.CancelScope, complete: trio.Event) -> None:
+    # The server posts http.disconnect when the client left, and also after the final send of
+    # a complete response, whose keep-alive re-arming must not be cancelled.
+    if not complete.is_set():
+        scope.cancel()
 
 
 async def send_response(send: ASGISendCallable, response: Response | WerkzeugResponse) -> None:
@@ -173,9 +209,7 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
     start = {
         "type": "http.response.start",
         "status": response.status_code,
-        "headers": [
-            (_field_bytes(name), _field_bytes(value)) for name, value in response.headers.items()
-        ],
+        "headers": _fields_bytes(response.headers.items()),
     }
     await send(cast(HTTPResponseStartEvent, start))
     if isinstance(response, WerkzeugResponse):
@@ -196,6 +230,15 @@ async def _send_body(send: ASGISendCallable, data: object) -> None:
     await send(
         cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": body, "more_body": True})
     )
+
+
+def _fields_bytes(fields: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Every field as bytes: latin-1 (one pass, no call per field), else field by field."""
+    fields = list(fields)
+    try:
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+    except UnicodeEncodeError:
+        return [(_field_bytes(name), _field_bytes(value)) for name, value in fields]
 
 
 def _field_bytes(text: str) -> bytes:
@@ -278,7 +321,8 @@ class _ObservedSend:
         if kind == "http.response.start":
             exchange.status = message["status"]  # type: ignore[typeddict-item]
             for name, value in message.get("headers", ()):  # type: ignore[attr-defined]
-                if name.lower() == b"content-length":
+                # The first byte first: most names are not Content-Length (67 "C", 99 "c").
+                if name[:1] in b"Cc" and name.lower() == b"content-length":
                     exchange.declared_length = int(value)
             self._observer.response_started(exchange)
             await self._send(message)
