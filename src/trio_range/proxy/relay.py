@@ -32,6 +32,7 @@ from trio_range.http.relay import (
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
+from trio_range.server.file_region import can_send_file
 from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
@@ -95,7 +96,13 @@ async def relay(site: ProxySite) -> Response:
     relayed = Response(
         b""
         if request.method == "HEAD"
-        else relay_body(response, stats_error=stats.record_upstream_error),
+        else relay_body(
+            response,
+            stats_error=stats.record_upstream_error,
+            # The body may be spliced socket to socket: plain TCP to a server that writes
+            # kernel regions (the upstream side is the transport's to check).
+            splice=site.config.splice and scope["scheme"] == "http" and can_send_file(scope),
+        ),
         status=response.status_code,
     )
     del relayed.headers["Content-Type"]

@@ -36,7 +36,7 @@ from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, Lifespa
 from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
-from trio_range.server.file_region import FileRegion, sendfile_region
+from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
 
 __all__ = [
@@ -273,8 +273,9 @@ class ConnectionServer(TCPServer):
     - Its keep-alive timer is :class:`_KeepAliveTimer` (replaces ``idle_task``).
     - :meth:`protocol_send` skips the empty write h11 makes at the end of every
       Content-Length body.
-    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
-      ``sendfile(2)`` as the next body bytes, framed by h11.
+    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.KernelRegion` (a file
+      region with ``sendfile(2)``, a spliced one with ``splice(2)``) as the next body bytes,
+      framed by h11.
     - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
       closes a connection that switched to HTTP/2 (below). Before the first read it installs
       :class:`_WireFormat` on the HTTP/1.1 protocol (reason phrases, canonical names), whose
@@ -312,8 +313,8 @@ class ConnectionServer(TCPServer):
             return
         await super().protocol_send(event)
 
-    async def send_file(self, region: FileRegion) -> int:
-        """Write ``region`` with sendfile as the next body bytes of the response being sent.
+    async def send_file(self, region: KernelRegion) -> int:
+        """Write ``region`` (its ``send_to``) as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
         writes a chunk header) and hands it back untouched in its output. The write is shielded
@@ -329,10 +330,10 @@ class ConnectionServer(TCPServer):
         written = 0
         async with self.send_lock:
             try:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=region.shielded):
                     for piece in pieces or ():
-                        if isinstance(piece, FileRegion):
-                            written = await sendfile_region(self.stream.socket, piece)
+                        if isinstance(piece, KernelRegion):
+                            written = await piece.send_to(self.stream.socket)
                             if written < piece.count:
                                 raise trio.BrokenResourceError
                         else:
