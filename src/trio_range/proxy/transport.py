@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import h11
@@ -276,11 +277,12 @@ class UpstreamBody(httpx.AsyncByteStream):
             raise httpx.StreamClosed()
         return connection
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncGenerator[bytes]:
         try:
             if self._remaining is None:
-                async for chunk in self._h11_body():
-                    yield chunk
+                async with aclosing(self._h11_body()) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
                 return
             if self._leftover:
                 chunk, self._leftover = self._leftover, b""
@@ -306,8 +308,9 @@ class UpstreamBody(httpx.AsyncByteStream):
         """
         remaining = self._remaining
         if not (splice and SPLICE_AVAILABLE and remaining and self.connection.plain):
-            async for chunk in self:
-                yield chunk
+            async with aclosing(self.__aiter__()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             return
         if self._leftover:
             chunk, self._leftover = self._leftover, b""
@@ -322,16 +325,23 @@ class UpstreamBody(httpx.AsyncByteStream):
             self._remaining = remaining
             if region.moved < region.count:
                 return  # the client left part way: the connection is not reused
-        self._clean = self._keep_alive
+        # Splice moved exactly the body; anything already behind it is not ours.
+        self._clean = self._keep_alive and connection.at_rest()
 
     async def _receive(self, remaining: int) -> bytes:
+        # The last read asks for one byte more than the body: bytes after it mean the
+        # connection is not at a message boundary (no extra syscall to find out).
+        want = remaining + 1 if remaining < UPSTREAM_READ_BYTES else UPSTREAM_READ_BYTES
         with trio.fail_after(self._read_timeout_s):
-            data = await self.connection.receive(min(remaining, UPSTREAM_READ_BYTES))
+            data = await self.connection.receive(want)
         if not data:
             raise _Truncated(f"upstream closed the connection {remaining} bytes short")
+        if len(data) > remaining:
+            self._keep_alive = False
+            return data[:remaining]
         return data
 
-    async def _h11_body(self) -> AsyncIterator[bytes]:
+    async def _h11_body(self) -> AsyncGenerator[bytes]:
         parser = self._parser
         while True:
             event = parser.next_event()
