@@ -87,7 +87,7 @@ class FramingUpstream:
         parts = target.strip("/").split("/")
         kind = parts[0]
         if kind in ("204", "304"):
-            return b"HTTP/1.1 %s X\r\nETag: \"e\"\r\n\r\n" % kind.encode(), False
+            return b'HTTP/1.1 %s X\r\nETag: "e"\r\n\r\n' % kind.encode(), False
         size, salt = int(parts[1]), int(parts[2])
         body = body_of(size, salt) if method == "GET" else b""
         if kind == "chunked":
@@ -105,8 +105,11 @@ class FramingUpstream:
         return head + b"\r\n" + body, False
 
 
+Wrap = Callable[[trio.SocketStream], Awaitable[trio.abc.Stream]]
+
+
 async def start_framing_upstream(
-    nursery: trio.Nursery, wrap: Callable[[trio.SocketStream], Awaitable[trio.abc.Stream]] | None = None
+    nursery: trio.Nursery, wrap: Wrap | None = None
 ) -> FramingUpstream:
     upstream = FramingUpstream()
 
@@ -224,7 +227,8 @@ async def test_requests_cancelled_at_random_points_leave_exact_accounting_and_cl
 
     # Seeded: about 1100 complete, 500 cancelled, 200 abandoned; the bounds leave room for
     # trio's scheduling order, which the seed does not fix.
-    assert outcomes["complete"] > 500 and outcomes["cancelled"] > 250, outcomes
+    assert outcomes["complete"] > 500, outcomes
+    assert outcomes["cancelled"] > 250, outcomes
     assert outcomes["abandoned"] > 100, outcomes
     # The cancellations landed everywhere a request can wait.
     for phase in ("pool wait", "connecting", "sending", "head wait", "body"):
@@ -284,7 +288,7 @@ async def test_a_connection_is_reused_only_after_a_clean_complete_answer(
 ) -> None:
     origin = await start_framing_upstream(nursery)
     async with Upstream(proxy_config(origin.url, pool_size=2)) as upstream:
-        status, body = await fetch(upstream, target)
+        _, body = await fetch(upstream, target)
         assert body == expected("GET", target)
         assert (await fetch(upstream, "/cl/10/2"))[1] == body_of(10, 2)
         assert origin.accepted == (1 if reused else 2)
@@ -382,9 +386,11 @@ async def test_pool_exhausted_past_the_pool_timeout_is_a_pool_timeout(
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
         check=True,
         capture_output=True,
     )
