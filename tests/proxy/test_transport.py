@@ -230,8 +230,9 @@ async def test_requests_cancelled_at_random_points_leave_exact_accounting_and_cl
     assert outcomes["complete"] > 500, outcomes
     assert outcomes["cancelled"] > 250, outcomes
     assert outcomes["abandoned"] > 100, outcomes
-    # The cancellations landed everywhere a request can wait.
-    for phase in ("pool wait", "connecting", "sending", "head wait", "body"):
+    # The cancellations landed everywhere a request can wait ("sending" waits only when the
+    # socket buffer is full: a request head goes out in one non-blocking send).
+    for phase in ("pool wait", "connecting", "head wait", "body"):
         assert phases[phase] > 5, (phase, phases)
 
 

@@ -51,13 +51,48 @@ class UpstreamConnection:
         """Whether bytes on the socket are the HTTP bytes (no TLS): splice can move them."""
         return not isinstance(self.stream, trio.SSLStream)
 
-    async def receive(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` (a fresh bytes object, handed on without copies); b"" at EOF."""
+    async def receive(self, max_bytes: int, timeout_s: float) -> bytes:
+        """Up to ``max_bytes`` (a fresh bytes object, handed on without copies); b"" at EOF.
+
+        Raises ``trio.TooSlowError`` when nothing arrives within ``timeout_s``. One scheduler
+        pass per call, where trio's socket methods take two (a checkpoint before the syscall
+        and a shielded one after): a small request makes several of these.
+        """
+        deadline = trio.current_time() + timeout_s
         if isinstance(self.stream, trio.SSLStream):
-            data = await self.stream.receive_some(max_bytes)
-            return data if isinstance(data, bytes) else bytes(data)
-        data = await self.sock.recv(max_bytes)
-        return data  # type: ignore[no-any-return]
+            with trio.CancelScope(deadline=deadline):
+                data = await self.stream.receive_some(max_bytes)
+                return data if isinstance(data, bytes) else bytes(data)
+            raise trio.TooSlowError
+        raw = self.raw
+        try:
+            data = raw.recv(max_bytes)
+        except BlockingIOError:
+            pass
+        else:
+            await trio.lowlevel.checkpoint()
+            return data
+        while True:
+            with trio.CancelScope(deadline=deadline) as scope:
+                await trio.lowlevel.wait_readable(raw)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+            try:
+                return raw.recv(max_bytes)
+            except BlockingIOError:
+                continue
+
+    async def send_all(self, data: bytes) -> None:
+        """Write ``data``; a request head usually fits the socket buffer in one ``send``."""
+        if self.plain:
+            try:
+                sent = self.raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        await self.stream.send_all(data)
 
     def pipe(self) -> Pipe:
         """The connection's pipe for splicing bodies, made on first use.
