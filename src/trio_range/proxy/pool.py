@@ -244,7 +244,10 @@ class ConnectionPool:
         """Close idle connections older than ``keep_alive_s`` (before the upstream does)."""
         if not self.idle:
             return
-        horizon = trio.current_time() - self.keep_alive_s
+        try:
+            horizon = trio.current_time() - self.keep_alive_s
+        except RuntimeError:
+            return  # read from outside the trio thread (a statistics snapshot): count only
         idle = self.idle
         stale = 0
         while stale < len(idle) and idle[stale].idle_since <= horizon:

@@ -15,7 +15,6 @@ the request was in; proxy/upstream.py then turns those into ours.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from collections.abc import AsyncGenerator
@@ -377,8 +376,3 @@ class UpstreamBody(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._lease.release(reusable=self._clean)
-
-
-def splice_supported() -> bool:
-    """Whether this platform can splice upstream bodies (Linux ``splice(2)``)."""
-    return SPLICE_AVAILABLE and hasattr(os, "splice")
