@@ -34,6 +34,9 @@ from trio_range.server.splice_region import SPLICE_AVAILABLE, SpliceRegion, spli
 UPSTREAM_READ_BYTES = 256 * 1024
 # A response head is read in pieces of this size; a small answer arrives whole in one.
 HEAD_READ_BYTES = 64 * 1024
+# A body shorter than this after its head's read is read, not spliced: one recv beats two
+# splices through a pipe (and the pipe's creation on a connection's first splice).
+SPLICE_MIN_BYTES = 64 * 1024
 # As httpcore: a response head larger than this is a protocol error.
 MAX_HEAD_BYTES = 100 * 1024
 
@@ -319,8 +322,9 @@ class UpstreamBody(httpx.AsyncByteStream):
         ``on_failure`` gets "timeout" or "truncated" when a spliced region fails (the error
         itself is raised inside the server's send, not here).
         """
-        remaining = self._remaining
-        if not (splice and SPLICE_AVAILABLE and remaining and self.connection.plain):
+        remaining = self._remaining or 0
+        spliced = remaining - len(self._leftover) >= SPLICE_MIN_BYTES
+        if not (splice and SPLICE_AVAILABLE and spliced and self.connection.plain):
             async with aclosing(self.__aiter__()) as chunks:
                 async for chunk in chunks:
                     yield chunk
