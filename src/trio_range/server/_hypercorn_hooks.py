@@ -317,8 +317,10 @@ class ConnectionServer(TCPServer):
         """Write ``region`` (its ``send_to``) as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
-        writes a chunk header) and hands it back untouched in its output. The write is shielded
-        and under the send lock, as Hypercorn's own writes are (``protocol_send``). Returns the
+        writes a chunk header) and hands it back untouched in its output. The write is under the
+        send lock and, if the region says so (a file region; not a splice, which waits on the
+        upstream and must end with its request), shielded as Hypercorn's own writes are
+        (``protocol_send``). Returns the
         region's bytes written; a peer that went away part way is reported to the protocol as
         Hypercorn reports it, by closing the stream.
         """
