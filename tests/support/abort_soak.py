@@ -115,9 +115,10 @@ async def start_servers(
     origin_process, (origin,) = await start_process(
         nursery, [*TRIO_RANGE, "origin", *quiet, "--media-dir", str(media_dir)]
     )
-    proxy_process, (proxy,) = await start_process(
+    proxy_process, urls = await start_process(
         nursery, [*TRIO_RANGE, "proxy", *quiet, "--upstream", origin]
     )
+    (proxy,) = {url for url in urls if url != origin}  # it may name its upstream too
     for process in (origin_process, proxy_process):
         nursery.start_soon(drain, process)
     return proxy, functools.partial(process_rss_kib, proxy_process.pid)
