@@ -9,7 +9,9 @@ issue 8), candidates interleaved and their order rotated every round, medians ov
 
 - ``origin_stream``: trio-range origin, one whole-file GET (1 GiB), vs nginx ``sendfile``.
 - ``proxy_stream``:  the same through trio-range proxy -> origin, vs the aiohttp pair
-                     (benchmarks/aiohttp_baseline.py) and vs nginx proxy_pass -> nginx.
+                     (benchmarks/aiohttp_baseline.py), vs nginx proxy_pass -> nginx, and vs
+                     nginx proxy_pass with ``proxy_buffer_size 256k; proxy_buffers 4 256k``
+                     (its default page-sized buffers make it look three times slower).
 - ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``.
 - ``origin_p99``:    p99 latency of those ranges at c=16, origin vs aiohttp ``FileResponse``.
 - ``passes``:        scheduler passes and Python calls per request (exact counts, in this
@@ -21,6 +23,9 @@ issue 8), candidates interleaved and their order rotated every round, medians ov
                      slow reader (the aiohttp proxy beside it for reference).
 - ``disconnect``:    client leaves mid-stream -> the origin sees its own disconnect
                      (benchmarks.proxy_throughput's in-process method; nginx for reference).
+- ``upstream_cpu``:  the proxy's upstream client alone: CPU per small request of
+                     trio_range's transport vs httpx2's, same upstream, same run
+                     (benchmarks/upstream_client.py).
 - ``workers``:       ``hypercorn -k trio -w 2`` vs ``-w 1`` for the proxy, many clients: the
                      throughput ratio and CPU per request and per GB, split by process.
 - ``cache_stream``:  the cached proxy (issue 15), the whole file, every slice a hit, vs the
@@ -87,6 +92,7 @@ from benchmarks._harness import (
 )
 from benchmarks._load import concurrent_streams, memory_rounds, run_wrk, stream_rounds
 from benchmarks._passes import measure as measure_in_process
+from benchmarks.upstream_client import measure_client_cpu
 from trio_range.media_files import format_size, parse_size
 
 MEASURES = (
@@ -99,6 +105,7 @@ MEASURES = (
     "proxy_p99",
     "memory",
     "disconnect",
+    "upstream_cpu",
     "workers",
     # issue 15: the slice cache
     "cache_stream",
@@ -117,7 +124,7 @@ CALLS_LIMIT = 1200.0
 
 # Server names, started on first use (a subset of rows starts only what it needs).
 ORIGIN, PROXY = "origin", "proxy"
-NGINX, NGINX_PROXY = "nginx", "nginx-proxy"
+NGINX, NGINX_PROXY, NGINX_PROXY_256K = "nginx", "nginx-proxy", "nginx-proxy-256k"
 AIO_ORIGIN, AIO_PROXY = "aiohttp-origin", "aiohttp-proxy"
 PROXY_W1, PROXY_W2 = "proxy-w1", "proxy-w2"
 # issue 15: cached proxies (each its own cache folder) and a slow upstream.
@@ -194,8 +201,8 @@ class Servers:
         self.started: dict[str, Server] = {}
         self.missing: dict[str, str] = {}
         if nginx is None:
-            self.missing[NGINX] = self.missing[NGINX_PROXY] = "nginx not found"
-            self.missing[SLOW_NGINX] = self.missing[SLOW_CACHED] = "nginx not found"
+            for name in (NGINX, NGINX_PROXY, NGINX_PROXY_256K, SLOW_NGINX, SLOW_CACHED):
+                self.missing[name] = "nginx not found"
         if importlib.util.find_spec("aiohttp") is None:
             reason = "aiohttp not installed (pip install -e '.[bench]')"
             self.missing[AIO_ORIGIN] = self.missing[AIO_PROXY] = reason
@@ -218,10 +225,13 @@ class Servers:
             return self.group.start_origin(name)
         if name == PROXY:
             return self.group.start_proxy(name, self.need(ORIGIN))
-        if name in (NGINX, NGINX_PROXY):
+        if name in (NGINX, NGINX_PROXY, NGINX_PROXY_256K):
             assert self.nginx is not None
-            upstream = self.need(NGINX) if name == NGINX_PROXY else None
-            return self.group.start_nginx(self.nginx, name, upstream=upstream)
+            upstream = None if name == NGINX else self.need(NGINX)
+            buffers = 256 if name == NGINX_PROXY_256K else None
+            return self.group.start_nginx(
+                self.nginx, name, upstream=upstream, proxy_buffer_kib=buffers
+            )
         if name in (CACHED, CACHED_COLD, SLOW_CACHED):
             return self._start_cached(name)
         if name == SLOW_NGINX:
@@ -443,8 +453,9 @@ def measure_proxy_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     ours = s.candidate("proxy>origin", PROXY, ORIGIN)
     aio = s.candidate("aiohttp pair", AIO_PROXY, AIO_ORIGIN)
     nginx = s.candidate("nginx>nginx", NGINX_PROXY, NGINX)
+    nginx_256k = s.candidate("nginx(256k)>nginx", NGINX_PROXY_256K, NGINX)
     assert ours is not None
-    candidates = [c for c in (ours, aio, nginx) if c is not None]
+    candidates = [c for c in (ours, aio, nginx, nginx_256k) if c is not None]
     runs = stream_rounds(candidates, ctx.path, ctx.size, ctx.args.rounds, ctx.clock, "proxy_stream")
     medians = {name: median_of(r, "mb_s") for name, r in runs.items()}
     label = f"proxy, {format_size(ctx.size)} through it, one client"
@@ -462,6 +473,8 @@ def measure_proxy_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
         for baseline, baseline_name, server, at_least in (
             ("aiohttp pair", "aiohttp pair", AIO_PROXY, 1.0),
             ("nginx proxy_pass", "nginx>nginx", NGINX_PROXY, 0.5),
+            # Issue 14's target, against nginx with buffers fit for a relay.
+            ("nginx proxy_pass (256k)", "nginx(256k)>nginx", NGINX_PROXY_256K, 1.3),
         )
     ]
     return rows, {"runs": runs, "medians_mb_s": medians}
@@ -1006,6 +1019,26 @@ def measure_cache_first_byte(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
 # --- end issue 15 ---
 
 
+def measure_upstream_cpu(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
+    """CPU per small request of the proxy's upstream client, ours vs httpx2's (issue 14)."""
+    origin = ctx.servers.need(ORIGIN)
+    requests = 1000 if ctx.args.quick else 4000
+    result = measure_client_cpu(
+        origin, ctx.size, rounds=ctx.args.rounds, requests=requests, tasks=8
+    )
+    medians = result["medians_ms"]
+    row = make_row(
+        "upstream_cpu",
+        "upstream-client CPU per small request",
+        medians["trio_range"],
+        "ms",
+        Target(at_most_ratio=0.5),
+        baseline="httpx2's transport",
+        baseline_value=medians["httpx2"],
+    )
+    return [row], result
+
+
 MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]]]] = {
     "origin_stream": measure_origin_stream,
     "proxy_stream": measure_proxy_stream,
@@ -1016,6 +1049,7 @@ MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]
     "proxy_p99": measure_proxy_p99,
     "memory": measure_memory,
     "disconnect": measure_disconnect,
+    "upstream_cpu": measure_upstream_cpu,
     "workers": measure_workers,
     # issue 15
     "cache_stream": measure_cache_stream,

@@ -1,191 +1,155 @@
-"""The proxy with httpx 0.28.1 against the proxy with httpx2 2.16.2 as its upstream client.
+"""Upstream-client CPU per small request: httpx2's transport against trio_range's, same run.
 
-    python -m benchmarks.upstream_client [--rounds 3] [--file-size 512MiB] [--rate-seconds 5]
+    python -m benchmarks.upstream_client [--rounds 5] [--requests 4000] [--tasks 8]
 
-One `trio-range origin` serves one deterministic file; two `trio-range proxy` processes relay
-it, identical except for the upstream client: one as shipped (httpx2/httpcore2), one started by
-a launcher that makes ``import httpx2`` return httpx 0.28.1 (httpcore 1.0.9) before trio_range
-is imported, so src/ stays as it is. In interleaved rounds (the order alternates, so drift on a
-shared machine hits both alike) it measures (a) MB/s of the whole file relayed through the
-proxy, (b) requests/s of 4 KiB Range GETs over ``CONCURRENCY`` keep-alive connections for a
-fixed time. Prints the medians and the httpx2/httpx ratio. docs/upstream-client.md records a run.
+One ``trio-range origin`` process serves a deterministic file. This process drives, in turn,
+httpx2's ``AsyncHTTPTransport`` (what the proxy used until issue 14) and trio_range's
+``UpstreamTransport`` (proxy/transport.py) with the same loop: ``--tasks`` tasks sharing one
+transport (a pool as large as the tasks), each sending 4 KiB Range GETs at random offsets and
+reading the body with ``aiter_raw``. The figure is this process's CPU time (user + system, from
+``time.process_time``) per request: the client's cost alone, the origin's CPU is in another
+process. Rounds alternate the order; medians and the ratio ours / httpx2 are printed
+(``make bench`` shows the same row, benchmarks/targets.py ``upstream_cpu``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import random
-import socket
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx2
+import trio
 
 from benchmarks._harness import (
-    HOST,
-    MEDIA_DIR,
-    NO_ACCESS_LOG,
     SEED,
     SMALL_RANGE_BYTES,
     BenchmarkError,
     Server,
     ServerGroup,
-    checked,
-    fetch_socket,
-    free_port,
     media_file,
     rotated,
     run_benchmark,
 )
-from trio_range.media_files import expected_bytes, format_size, parse_size
+from trio_range.media_files import expected_bytes, parse_size
+from trio_range.proxy.transport import UpstreamTransport
 
-CONCURRENCY = 16
-LIBRARIES = ("httpx", "httpx2")
+CLIENTS = ("httpx2", "trio_range")
 
-# The proxy's command line, run by ``python -c``. For "httpx" it aliases the module first: the
-# two packages have the same API (httpx2 is a fork of httpx), and trio_range.proxy.upstream is the
-# only module that imports it. It prints which library answered, so the log proves it.
-LAUNCHER = """
-import sys
-if sys.argv[1] == "httpx":
-    import httpx
-    sys.modules["httpx2"] = httpx
-import trio_range.proxy.upstream
-client = trio_range.proxy.upstream.httpx
-print("upstream client:", client.__name__, client.__version__, flush=True)
-from trio_range.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+
+def make_transport(client: str, url: str, pool_size: int) -> httpx2.AsyncBaseTransport:
+    if client == "httpx2":
+        limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        return httpx2.AsyncHTTPTransport(limits=limits, retries=0)
+    return UpstreamTransport(
+        url,
+        pool_size=pool_size,
+        keep_alive_s=4.0,
+        connect_timeout_s=5.0,
+        read_timeout_s=60.0,
+        pool_timeout_s=10.0,
+    )
+
+
+async def drive(
+    transport: httpx2.AsyncBaseTransport, url: str, size: int, tasks: int, requests: int
+) -> None:
+    """``requests`` 4 KiB Range GETs through ``transport`` from ``tasks`` tasks."""
+    left = iter(range(requests))
+    checked: list[bool] = []
+    # As the proxy sends them (proxy/upstream.py): the URL parsed once, the path as the
+    # "target" extension, which both transports honour.
+    base = httpx2.URL(url)
+    target = {"target": base.raw_path}
+
+    async def task(index: int) -> None:
+        rng = random.Random(index)
+        for _ in left:
+            start = rng.randrange(0, size - SMALL_RANGE_BYTES)
+            request = httpx2.Request(
+                "GET",
+                base,
+                headers={"Range": f"bytes={start}-{start + SMALL_RANGE_BYTES - 1}"},
+                extensions=target,
+            )
+            response = await transport.handle_async_request(request)
+            try:
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            if response.status_code != 206 or len(body) != SMALL_RANGE_BYTES:
+                raise BenchmarkError(f"{response.status_code}, {len(body)} bytes for {start}")
+            if not checked:
+                checked.append(body == expected_bytes(size, start, SMALL_RANGE_BYTES, seed=SEED))
+
+    async with transport, trio.open_nursery() as nursery:
+        for index in range(tasks):
+            nursery.start_soon(task, index)
+    if checked != [True]:
+        raise BenchmarkError("wrong bytes in the first answer")
+
+
+def cpu_ms_per_request(client: str, url: str, size: int, tasks: int, requests: int) -> float:
+    transport = make_transport(client, url, tasks)
+    started = time.process_time()
+    trio.run(drive, transport, url, size, tasks, requests)
+    return (time.process_time() - started) * 1000 / requests
+
+
+def measure_client_cpu(
+    origin: Server,
+    size: int,
+    *,
+    rounds: int,
+    requests: int,
+    tasks: int,
+    report: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Medians of CPU ms per request for each client, and ``ratio`` = ours / httpx2."""
+    url = f"{origin.url}/media/{media_file(size).name}"
+    for client in CLIENTS:  # warm-up: imports, page cache, first connections
+        cpu_ms_per_request(client, url, size, tasks, min(requests, 500))
+    runs: dict[str, list[float]] = {client: [] for client in CLIENTS}
+    for round_index in range(rounds):
+        for client in rotated(CLIENTS, round_index):
+            figure = cpu_ms_per_request(client, url, size, tasks, requests)
+            runs[client].append(figure)
+            report(f"upstream_cpu round {round_index + 1} {client:10} {figure:.3f} ms/request")
+    medians = {client: statistics.median(figures) for client, figures in runs.items()}
+    return {
+        "runs_ms": runs,
+        "medians_ms": medians,
+        "ratio": medians["trio_range"] / medians["httpx2"],
+        "requests": requests,
+        "tasks": tasks,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upstream_client")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--file-size", type=parse_size, default=parse_size("512MiB"))
-    parser.add_argument(
-        "--rate-seconds", type=float, default=5.0, help="duration of each small-request run"
-    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--requests", type=int, default=4000, help="per client and round")
+    parser.add_argument("--tasks", type=int, default=8, help="concurrent tasks, = pool size")
+    parser.add_argument("--file-size", type=parse_size, default=parse_size("64MiB"))
     return run_benchmark(run, parser.parse_args(argv))
 
 
-@contextlib.contextmanager
-def run_servers() -> Iterator[dict[str, Server]]:
-    """Our origin on MEDIA_DIR and one proxy per library in front of it."""
-    origin_port = free_port()
-    cli = [sys.executable, "-m", "trio_range.cli"]
-    listen = ["--host", HOST, *NO_ACCESS_LOG]
-    origin_argv = [*cli, "origin", *listen, "--port", str(origin_port)]
-    origin_argv += ["--media-dir", str(MEDIA_DIR)]
-    with ServerGroup("upstream-client", ready_path="/healthz") as group:
-        group.start("origin", origin_argv, origin_port)
-        proxies = {}
-        for library in LIBRARIES:
-            port = free_port()
-            argv = [sys.executable, "-c", LAUNCHER, library, "proxy", *listen, "--port", str(port)]
-            argv += ["--upstream", f"http://{HOST}:{origin_port}"]
-            proxies[library] = group.start(f"proxy-{library}", argv, port)
-            first_line = proxies[library].log_path.read_text().partition("\n")[0]
-            if f"upstream client: {library} " not in first_line:
-                raise BenchmarkError(f"proxy-{library} runs the wrong client: {first_line!r}")
-            print(f"proxy-{library}: {first_line}")
-        yield proxies
-
-
 def run(args: argparse.Namespace) -> None:
-    size = args.file_size
-    path = f"/media/{media_file(size).name}"
-    with run_servers() as proxies:
-        measure(proxies, path, size, args)
-
-
-def measure(proxies: dict[str, Server], path: str, size: int, args: argparse.Namespace) -> None:
-    throughput: dict[str, list[float]] = {library: [] for library in LIBRARIES}
-    rate: dict[str, list[float]] = {library: [] for library in LIBRARIES}
-    for library in LIBRARIES:  # warm-up: page cache, imports, first connections
-        relay_whole_file(proxies[library], path, size)
-        small_range_rate(proxies[library], path, size, 1.0)
-    for round_index in range(args.rounds):
-        for library in rotated(LIBRARIES, round_index):
-            mb_per_s = relay_whole_file(proxies[library], path, size)
-            per_s = small_range_rate(proxies[library], path, size, args.rate_seconds)
-            throughput[library].append(mb_per_s)
-            rate[library].append(per_s)
-            print(
-                f"round {round_index + 1} {library:7} relay {mb_per_s:7.1f} MB/s   "
-                f"4 KiB ranges x{CONCURRENCY} {per_s:7.1f} req/s"
-            )
-    print(f"\nmedians of {args.rounds} ({format_size(size)} relay; 4 KiB ranges, {CONCURRENCY}")
-    print(f"connections, {args.rate_seconds:g} s each):")
-    for library in LIBRARIES:
-        print(
-            f"  {library:7} relay {statistics.median(throughput[library]):7.1f} MB/s   "
-            f"small ranges {statistics.median(rate[library]):7.1f} req/s"
+    media_file(args.file_size)  # before the origin starts: it serves the folder
+    with ServerGroup("upstream-client", ready_path="/healthz") as group:
+        origin = group.start_origin("origin")
+        result = measure_client_cpu(
+            origin, args.file_size, rounds=args.rounds, requests=args.requests, tasks=args.tasks
         )
-    relay_ratio = statistics.median(throughput["httpx2"]) / statistics.median(throughput["httpx"])
-    rate_ratio = statistics.median(rate["httpx2"]) / statistics.median(rate["httpx"])
-    print(f"  httpx2/httpx: relay {relay_ratio:.3f}, small ranges {rate_ratio:.3f}")
-
-
-def relay_whole_file(proxy: Server, path: str, size: int) -> float:
-    """MB/s of one whole-file GET through ``proxy``, its first and last bytes checked."""
-    return checked(fetch_socket, proxy, path, {}, size, 0, size).mb_per_s
-
-
-def small_range_rate(proxy: Server, path: str, size: int, seconds: float) -> float:
-    """Requests/s of 4 KiB Range GETs over CONCURRENCY keep-alive connections."""
-    stop_at = time.monotonic() + seconds
-    counts = [0] * CONCURRENCY
-    errors: list[BaseException] = []
-
-    def client(index: int) -> None:
-        rng = random.Random(index)
-        try:
-            with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
-                reader = sock.makefile("rb")
-                while time.monotonic() < stop_at:
-                    start = rng.randrange(0, size - SMALL_RANGE_BYTES)
-                    end = start + SMALL_RANGE_BYTES - 1
-                    sock.sendall(
-                        f"GET {path} HTTP/1.1\r\nHost: {proxy.host}\r\n"
-                        f"Range: bytes={start}-{end}\r\n\r\n".encode()
-                    )
-                    body = read_response(reader, proxy.name)
-                    if counts[index] == 0 and body != expected_bytes(
-                        size, start, SMALL_RANGE_BYTES, seed=SEED
-                    ):
-                        raise BenchmarkError(f"{proxy.name}: wrong bytes for {start}-{end}")
-                    counts[index] += 1
-        except BaseException as error:  # reported by the caller, after every thread ended
-            errors.append(error)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONCURRENCY)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 30)
-    elapsed = time.perf_counter() - started
-    if errors or any(thread.is_alive() for thread in threads):
-        raise BenchmarkError(f"{proxy.name}: small-range clients failed: {errors[:3]!r}")
-    return sum(counts) / elapsed
-
-
-def read_response(reader: io.BufferedReader, name: str) -> bytes:
-    """One 206 response from a keep-alive connection: its body (Content-Length framed)."""
-    status_line = reader.readline()
-    if not status_line.startswith(b"HTTP/1.1 206"):
-        raise BenchmarkError(f"{name}: expected a 206, got {status_line!r}")
-    length = None
-    while (line := reader.readline()) not in (b"\r\n", b""):
-        field, _, value = line.partition(b":")
-        if field.strip().lower() == b"content-length":
-            length = int(value)
-    if length is None:
-        raise BenchmarkError(f"{name}: a 206 without Content-Length")
-    return reader.read(length)
+    medians = result["medians_ms"]
+    print(f"\nmedians of {args.rounds} rounds, {args.requests} requests, {args.tasks} tasks:")
+    for client in CLIENTS:
+        print(f"  {client:10} {medians[client]:.3f} ms CPU per request")
+    print(f"  trio_range / httpx2: {result['ratio']:.3f}")
 
 
 if __name__ == "__main__":

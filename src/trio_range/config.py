@@ -237,6 +237,12 @@ class ProxyConfig(ServerConfig):
         60.0, "freshness of an answer without max-age, s-maxage or Expires"
     )
     # --- end issue 15 ---
+    upstream_keep_alive_s: float = _field(
+        4.0, "close an idle upstream connection after this (below the upstream's own timeout)"
+    )
+    splice: bool = _field(
+        True, "move relayed bodies socket to socket with splice(2) (Linux, plain TCP both ways)"
+    )
 
     ROLE = "PROXY"
     # Up to 0.1.0 the proxy had the origin's setting too.
@@ -250,6 +256,10 @@ class ProxyConfig(ServerConfig):
             raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream}")
         if self.pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
+        if self.upstream_keep_alive_s <= 0:
+            raise ConfigError(
+                f"upstream_keep_alive_s must be > 0, got {self.upstream_keep_alive_s}"
+            )
         if not self.via_name or any(c in self.via_name for c in ",\r\n"):
             raise ConfigError("via_name must be a non-empty token without commas or newlines")
         # issue 15: the slice cache.

@@ -9,9 +9,11 @@ forever (neither idle, nor closed, nor expired). Once every slot is stuck, each 
 relay, and media players abort requests on every seek), so it needs a client that reclaims
 those slots. docs/upstream-client.md records the measurements on both libraries.
 
-These tests inspect the pool through private attributes (``_transport._pool``,
-``_requests``): the only way to see a stuck slot before it turns into a ``PoolTimeout``. The
-attributes are the same in httpcore and httpcore2.
+The proxy's own transport (proxy/transport.py, pool.py) must never do it either. These tests
+inspect its pool (``Upstream.pool``: ``requests`` in flight with their phase, ``active``,
+``idle`` and ``connecting`` connections): the only way to see a stuck slot before it turns
+into a ``PoolTimeout``. A stuck slot is a connection that is neither idle nor owned by a
+request once no request is in flight.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.config import ProxyConfig
 from trio_range.proxy import app as proxy
 from trio_range.proxy import relay
-from trio_range.proxy._httpx_hooks import UPSTREAM_READ_BYTES
+from trio_range.proxy.pool import ConnectionPool
+from trio_range.proxy.transport import UPSTREAM_READ_BYTES
 from trio_range.proxy.upstream import Upstream, UpstreamUnavailable, relay_body
 
 ROUNDS = 8
@@ -105,32 +108,33 @@ async def start_slow_head_upstream(nursery: trio.Nursery, head_delay_s: float) -
 # --- looking into the pool -----------------------------------------------------------------
 
 
-def pool_of(upstream: Upstream) -> Any:
-    """The httpcore(2) connection pool behind ``Upstream`` (private, but stable in both)."""
-    return upstream._transport._pool
+def pool_of(upstream: Upstream) -> ConnectionPool:
+    """The connection pool behind ``Upstream``."""
+    return upstream.pool
 
 
 def stuck_connections(upstream: Upstream) -> list[str]:
-    """Connections still ``CONNECTING`` although no request is in flight: leaked slots."""
+    """Connections open but neither idle nor owned, once no request is in flight: leaked slots."""
     pool = pool_of(upstream)
-    assert not pool._requests, "only meaningful once every request has left the pool"
-    return [repr(c) for c in pool.connections if "CONNECTING" in repr(c)]
+    assert not pool.requests, "only meaningful once every request has left the pool"
+    stuck = [f"connection {i} CONNECTING" for i in range(pool.connecting)]
+    stuck += [f"connection fd {c.raw.fileno()} in use" for c in pool.active]
+    assert upstream.open_connections() == len(pool.idle) + len(stuck)
+    return stuck
+
+
+# The pool's phases as the httpcore tests named them.
+_PHASE_NAMES = {"sending": "head wait", "head wait": "head wait", "body": "after head"}
 
 
 def phase_of(upstream: Upstream, probe: str, got_head: bool) -> str:
     """Where in the header phase the request tagged ``X-Probe: probe`` is right now."""
     if got_head:
         return "after head"
-    for pool_request in pool_of(upstream)._requests:
-        if (b"x-probe", probe.encode()) in [
-            (name.lower(), value) for name, value in pool_request.request.headers
-        ]:
-            connection = pool_request.connection
-            if connection is None:
-                return "pool wait"
-            if "CONNECTING" in repr(connection):
-                return "connecting"
-            return "head wait"
+    for lease in pool_of(upstream).requests:
+        request: Any = lease.request
+        if request.headers.get("x-probe") == probe:
+            return _PHASE_NAMES.get(lease.phase, lease.phase)
     return "outside pool"
 
 
@@ -281,7 +285,7 @@ async def test_cancelled_relays_under_pool_contention_leak_no_pool_slots(
             f"pool slots stuck CONNECTING after each round: {leaked_after_round} "
             f"(pool size {pool_size}); cancellations by phase: {dict(phases)}; "
             f"uncancelled requests left without a response: {stranded}; "
-            f"pool: {pool_of(upstream).connections}"
+            f"pool: {pool_of(upstream).active}"
         )
         assert stranded == 0
 
@@ -293,7 +297,7 @@ async def test_cancelled_relays_under_pool_contention_leak_no_pool_slots(
         leaked = len(stuck_connections(upstream))
         assert leaked == 0, (
             f"{leaked} of {pool_size} pool slots stuck CONNECTING after {trials} collisions "
-            f"of a cancellation with a freed slot: {pool_of(upstream).connections}"
+            f"of a cancellation with a freed slot: {pool_of(upstream).active}"
         )
 
         # And the pool still works: a PoolTimeout here (UpstreamUnavailable) means leaked slots.
@@ -349,7 +353,7 @@ async def test_cancellations_while_connecting_leak_no_pool_slots(nursery: trio.N
                     for index in range(probes):
                         phases[phase_of(upstream, str(index), False)] += 1
                     requests.cancel_scope.cancel()
-            assert not stuck_connections(upstream), pool_of(upstream).connections
+            assert not stuck_connections(upstream), pool_of(upstream).active
             assert upstream.open_connections() <= pool_size
         assert phases["connecting"] >= ROUNDS * pool_size
         assert phases["pool wait"] > 0
@@ -421,7 +425,7 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
                 await stream.send_all(request)
                 streams.append(stream)
             # Every relay is in the header phase: pool_size wait for their head, others queue.
-            while len(pool._requests) < clients:
+            while len(pool.requests) < clients:
                 await trio.sleep(0.002)
             rng.shuffle(streams)
             # A few leave one by one at random moments, the rest all at once (a seek storm).
@@ -430,14 +434,14 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
                 await stream.aclose()
             for stream in streams[clients // 3 :]:
                 stream.socket.close()
-            while pool._requests:
+            while pool.requests:
                 await trio.sleep(0.002)
         leaked_after_round.append(len(stuck_connections(upstream)))
         assert upstream.open_connections() <= pool_size
 
     assert leaked_after_round == [0] * rounds, (
         f"proxy pool slots stuck CONNECTING after each round: {leaked_after_round} "
-        f"(pool size {pool_size}); pool: {pool.connections}"
+        f"(pool size {pool_size}); pool: {pool.active}"
     )
 
     async def connect(target: str) -> trio.SocketStream:
@@ -452,7 +456,7 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
             for holder in holders:
                 assert (await read_head(holder)).startswith(b"HTTP/1.1 200")
             queued = await connect("/slow")
-            while len(pool._requests) <= pool_size:
+            while len(pool.requests) <= pool_size:
                 await trio.sleep(0.001)
             holders[0].socket.close()
             for _ in range(rng.randrange(6)):
@@ -460,11 +464,11 @@ async def test_clients_leaving_during_the_header_phase_leave_the_proxy_usable(
             queued.socket.close()
             for holder in holders[1:]:
                 await holder.aclose()
-            while pool._requests:
+            while pool.requests:
                 await trio.sleep(0.001)
         trials += 1
     assert not stuck_connections(upstream), (
-        f"proxy pool slots stuck CONNECTING after {trials} collisions: {pool.connections}"
+        f"proxy pool slots stuck CONNECTING after {trials} collisions: {pool.active}"
     )
     # A leaked slot would hold this request in the pool until the bound; a healthy pool
     # answers it after the (now short) head delay.

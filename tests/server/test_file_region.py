@@ -200,7 +200,8 @@ async def test_origin_sends_cached_pages_with_sendfile_and_reads_cold_ones(
 ) -> None:
     (tmp_path / "data.bin").write_bytes(DATA)
     sendfile = _Spy(file_region.sendfile_region)
-    monkeypatch.setattr("trio_range.server._hypercorn_hooks.sendfile_region", sendfile)
+    # FileRegion.send_to, called by the server's writer, writes with this function.
+    monkeypatch.setattr("trio_range.server.file_region.sendfile_region", sendfile)
     reads = _Spy(file_body.read_region)
     monkeypatch.setattr("trio_range.server.file_body.read_region", reads)
     probes: list[bool] = []

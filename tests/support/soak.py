@@ -127,7 +127,7 @@ class Census:
     def sockets_but_pool(self) -> int:
         """Open sockets but the proxy's side of an idle pool connection.
 
-        httpcore notices that the origin closed an idle connection only when the pool is next
+        The pool notices that the origin closed an idle connection only when the pool is next
         used, so whether one such socket is left open depends on timing, not on a leak.
         """
         return self.sockets - self.proxy_to_origin
@@ -491,7 +491,7 @@ async def settle(
 ) -> Census:
     """Wait until nothing is in flight and the origin has closed every idle pool connection.
 
-    httpcore notices that the origin closed an idle pooled connection only when the pool is next
+    The pool notices that the origin closed an idle pooled connection only when it is next
     used, so a one-byte request through the proxy after each keep-alive period prunes them; the
     request is counted like any other.
     """

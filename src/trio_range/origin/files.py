@@ -11,6 +11,7 @@ iterated.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 
 import trio
 from quart import Response, request
@@ -30,7 +31,7 @@ from trio_range.server.common import json_response, not_found
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_body import file_body
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, can_send_file
-from trio_range.server.pacing import paced
+from trio_range.server.pacing import BodyItem, paced
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         # HEAD answers the headers GET would, without reading the file (Quart would run the
         # GET and discard its body).
         return _response(plan, b"")
-    body = file_body(
+    body: AsyncIterator[BodyItem] = file_body(
         plan.body,
         file.fd,
         region_bytes=site.region_bytes,

@@ -40,6 +40,7 @@ from trio_range.proxy.cache.serve import serve_cached
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
+from trio_range.server.file_region import can_send_file
 from trio_range.server.pacing import paced
 from trio_range.stats.store import StatsStore
 
@@ -124,7 +125,13 @@ async def relay(site: ProxySite) -> Response:
     ]
     body: object = b""
     if request.method != "HEAD":
-        body = relay_body(response, stats_error=stats.record_upstream_error)
+        body = relay_body(
+            response,
+            stats_error=stats.record_upstream_error,
+            # The body may be spliced socket to socket: plain TCP to a server that writes
+            # kernel regions (the upstream side is the transport's to check).
+            splice=site.config.splice and scope["scheme"] == "http" and can_send_file(scope),
+        )
         pacing = response_pacing(site.config, upstream_fields, target)
         if pacing is not None:
             body = paced(body, pacing, exchange)

@@ -1,37 +1,28 @@
 """The proxy's one upstream: an HTTP client held for the app's lifetime.
 
-This module and ``_httpx_hooks`` are the only ones that import the HTTP client library, and
+The client API is httpx's (the ``httpx2`` package): its ``Request``, ``Response`` and exception
+classes, over a transport of our own (transport.py, pool.py; docs/upstream-client.md says why).
+This module, transport.py and pool.py are the only ones that import the client library, and
 :func:`map_upstream_errors` is the one place where its exceptions become ours, for the header
-phase and the body alike, as httpcore itself does it.
-
-The client is httpx2 (httpx's maintained fork, same API): httpcore 1.0.9, under httpx 0.28.1,
-leaks a pool slot for good when a request is cancelled while it waits for a new connection
-(httpcore issue 1093), and a proxy cancels requests all the time, since every client
-disconnect cancels its relay. httpcore2 reclaims those connections; docs/design.md records the
-measurement that chose it.
+phase and the body alike.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import AsyncExitStack, aclosing, contextmanager
-from typing import Any, cast
+from contextlib import aclosing, contextmanager
+from typing import Any
 
 import httpx2 as httpx
 import trio
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import StreamAborted, UpstreamError, UpstreamTimeout
-from trio_range.proxy._httpx_hooks import (
-    UPSTREAM_READ_BYTES,
-    pool_connection_count,
-    set_upstream_read_size,
-)
+from trio_range.proxy.pool import ConnectionPool
+from trio_range.proxy.transport import UpstreamBody, UpstreamTransport
 
 log = logging.getLogger("trio_range.proxy")
-
-set_upstream_read_size(UPSTREAM_READ_BYTES)
 
 Response = httpx.Response
 
@@ -74,12 +65,6 @@ def map_upstream_errors(stats_error: Any = None, *, in_body: bool = False) -> It
         raise UpstreamError(f"upstream failed: {type(error).__name__}: {error}") from error
 
 
-def _is_stale_connection(error: Exception) -> bool:
-    # An upstream may close an idle keep-alive connection just as we reuse it (nginx after its
-    # keepalive_timeout): the request fails before any response byte arrived.
-    return isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
-
-
 class Upstream:
     """The pooled connections to the configured upstream; enter it with ``async with``.
 
@@ -92,34 +77,34 @@ class Upstream:
 
     def __init__(self, config: ProxyConfig) -> None:
         self.base_url = config.upstream.rstrip("/")
+        # Parsed once: the path goes in the "target" extension, so no request parses a URL
+        # (httpx's URL parser was 15 % of a small request's client CPU).
+        self._url = httpx.URL(self.base_url)
         self.response_timeout_s = config.response_timeout_s
-        self._stack = AsyncExitStack()
-        self._transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=config.pool_size, max_keepalive_connections=config.pool_size
-            ),
-            retries=0,
+        self._transport = UpstreamTransport(
+            self.base_url,
+            pool_size=config.pool_size,
+            keep_alive_s=config.upstream_keep_alive_s,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+            pool_timeout_s=config.pool_timeout_s,
         )
-        self._timeouts = httpx.Timeout(
-            connect=config.connect_timeout_s,
-            read=config.read_timeout_s,
-            write=config.read_timeout_s,
-            pool=config.pool_timeout_s,
-        ).as_dict()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool (its ``requests``, ``idle`` and ``active`` are public)."""
+        return self._transport.pool
 
     async def __aenter__(self) -> Upstream:
-        await self._stack.enter_async_context(self._transport)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Shielded, as every cleanup: closing the pool must finish even when the app's
-        # lifespan is being cancelled, or its connections are left to the garbage collector.
-        with trio.CancelScope(shield=True):
-            await self._stack.aclose()
+        # Synchronous: idle connections close now, busy ones when their response closes.
+        await self._transport.aclose()
 
     def open_connections(self) -> int:
-        """Connections the pool holds now (idle or busy)."""
-        return pool_connection_count(self._transport)
+        """Connections the pool holds now (idle, busy or connecting)."""
+        return self._transport.pool.open_count()
 
     async def open(
         self,
@@ -131,34 +116,23 @@ class Upstream:
     ) -> httpx.Response:
         """Send the request and return once the response head arrived (body not read).
 
-        The caller owns the response and must ``aclose`` it. A GET or HEAD that fails on a
-        reused connection before any response byte is retried once on a fresh one.
+        The caller owns the response and must ``aclose`` it. A request that fails on a reused
+        connection before any response byte is retried once on a new one (by the transport).
         """
         request = httpx.Request(
             method,
-            self.base_url + target,
+            self._url,
             # As the bytes they arrived as: field values may carry obs-text (RFC 9110 §5.5),
             # which httpx refuses in str headers.
             headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
-            extensions={
-                # The target exactly as the client sent it: httpx would remove dot segments.
-                "target": target.encode("latin-1"),
-                "timeout": self._timeouts,
-            },
+            # The target exactly as the client sent it: httpx would remove dot segments.
+            extensions={"target": target.encode("latin-1")},
         )
         try:
             # The deadline covers the pool wait, connect, send and the response head. Cancelling
-            # there is safe with httpcore2, which reclaims the half-made connection.
+            # anywhere there is safe: the transport's lease ends in a finally (pool.py).
             with trio.fail_after(self.response_timeout_s), map_upstream_errors(stats_error):
-                try:
-                    response = await self._transport.handle_async_request(request)
-                except httpx.TimeoutException:
-                    raise
-                except httpx.HTTPError as error:
-                    if not _is_stale_connection(error):
-                        raise
-                    log.info("retrying %s %s once after %r", method, target, error)
-                    response = await self._transport.handle_async_request(request)
+                response = await self._transport.handle_async_request(request)
         except trio.TooSlowError:
             if stats_error is not None:
                 stats_error("timeout")
@@ -167,15 +141,27 @@ class Upstream:
         return response
 
 
-async def relay_body(response: httpx.Response, *, stats_error: Any = None) -> AsyncGenerator[bytes]:
+async def relay_body(
+    response: httpx.Response, *, stats_error: Any = None, splice: bool = False
+) -> AsyncGenerator[Any]:
     """The upstream body, chunk by chunk, untouched (no decoding).
 
-    A body that fails or ends early raises StreamAborted (:func:`map_upstream_errors`).
+    With ``splice`` (the client side takes kernel regions), a Content-Length body from a
+    plain-TCP upstream comes as :class:`~trio_range.server.splice_region.SpliceRegion` items
+    the server moves with ``splice(2)``. A body that fails or ends early raises StreamAborted
+    (:func:`map_upstream_errors`; a spliced region raises it in the server's send).
     """
-    # No chunk_size: each upstream read is relayed as it arrives, so a slow upstream streams
-    # instead of being buffered up to a chunk size.
-    chunks = cast(Any, response.aiter_raw())
+    stream = response.stream
+    if isinstance(stream, UpstreamBody):
+        # Each upstream read is relayed as it arrives (no chunk size): a slow upstream streams.
+        items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
+        closing: Any = response
+    else:
+        items = closing = response.aiter_raw()
     with map_upstream_errors(stats_error, in_body=True):
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        try:
+            async with aclosing(items):
+                async for item in items:
+                    yield item
+        finally:
+            await closing.aclose()

@@ -44,7 +44,7 @@ from hypercorn.utils import wrap_app
 from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
 from trio_range.server.app_queue import AppQueue
-from trio_range.server.file_region import FileRegion, sendfile_region
+from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
 from trio_range.server.keep_alive import KeepAliveTimer
 from trio_range.server.socket_writer import SocketWriter
@@ -277,8 +277,9 @@ class ConnectionServer(TCPServer):
     - Its keep-alive timer is :class:`_KeepAliveTimer` (replaces ``idle_task``).
     - :meth:`protocol_send` skips the empty write h11 makes at the end of every
       Content-Length body.
-    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.FileRegion` with
-      ``sendfile(2)`` as the next body bytes, framed by h11.
+    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.KernelRegion` (a file
+      region with ``sendfile(2)``, a spliced one with ``splice(2)``) as the next body bytes,
+      framed by h11.
     - Its writes go through :class:`~trio_range.server.socket_writer.SocketWriter`, and each
       request's ASGI ``receive`` is an :class:`~trio_range.server.app_queue.AppQueue`, not a
       memory channel (:meth:`_spawn_app`).
@@ -329,22 +330,23 @@ class ConnectionServer(TCPServer):
         # What Hypercorn's protocol_send does when a write fails.
         await self.protocol.handle(Closed())
 
-    async def send_file(self, region: FileRegion) -> int:
-        """Write ``region`` with sendfile as the next body bytes of the response being sent.
+    async def send_file(self, region: KernelRegion) -> int:
+        """Write ``region`` (its ``send_to``) as the next body bytes of the response being sent.
 
         h11 frames the region as any body data (it counts it against the Content-Length, or
-        writes a chunk header) and hands it back untouched in its output. The region is written
-        shielded and under the send lock, as Hypercorn's own writes are, by the connection's
-        :class:`~trio_range.server.socket_writer.SocketWriter`. Returns the region's bytes
-        written; a peer that went away part way is reported to the protocol as Hypercorn
-        reports it, by closing the stream.
+        writes a chunk header) and hands it back untouched in its output. The connection's
+        :class:`~trio_range.server.socket_writer.SocketWriter` writes it under the send lock,
+        shielded if the region says so (a file region, as Hypercorn shields its own writes;
+        not a splice, which waits on the upstream and must end with its request). Returns the
+        region's bytes written; a peer that went away part way is reported to the protocol as
+        Hypercorn reports it, by closing the stream.
         """
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
         assert isinstance(connection, h11.Connection)
         pieces = connection.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
-        return await self.writer.write(pieces or (), sendfile_region)
+        return await self.writer.write(pieces or ())
 
     async def _spawn_app(
         self,

@@ -50,7 +50,7 @@ from trio_range.server._hypercorn_hooks import client_gone
 from trio_range.server._quart_hooks import QuartConnection, complete_empty_body
 from trio_range.server.app_queue import watch_disconnect
 from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
-from trio_range.server.file_region import SEND_FILE_KEY, FileRegion
+from trio_range.server.file_region import SEND_FILE_KEY, KernelRegion
 
 if TYPE_CHECKING:
     from trio_range.server.app import RangeApp
@@ -279,10 +279,10 @@ class _ObservedSend:
         exchange = self._exchange
         kind = message["type"]
         if kind == "http.response.body":
-            body: bytes | FileRegion = message.get("body", b"")  # type: ignore[assignment]
-            if isinstance(body, FileRegion):
+            body: bytes | KernelRegion = message.get("body", b"")  # type: ignore[assignment]
+            if isinstance(body, KernelRegion):
                 if self._send_file is None:
-                    raise TypeError("a FileRegion body item, and the server has no sendfile")
+                    raise TypeError("a kernel region body item, and the server has no writer")
                 if client_gone(self._send):
                     raise _ClientGone
                 written = await self._send_file(body)
@@ -334,7 +334,7 @@ class _ObservedSend:
 
 # The server's sendfile writer (ConnectionServer.send_file), found in the scope's state.
 # It returns the bytes written: fewer than the region's if the client went away part way.
-SendFile = Callable[[FileRegion], Awaitable[int]]
+SendFile = Callable[[KernelRegion], Awaitable[int]]
 
 
 class _ClientGone(Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
@@ -36,8 +36,32 @@ def can_send_file(scope: Mapping[str, Any]) -> bool:
     return SEND_FILE_KEY in scope.get("state", {})
 
 
+class KernelRegion:
+    """A body item whose bytes the kernel moves to the client socket, never entering Python.
+
+    The server's writer (``ConnectionServer.send_file``) lets h11 frame it by its length and
+    calls :meth:`send_to` with the client's socket, under the send lock; shielded if the class
+    says so (a file region: a local read that always ends; a splice waits on a peer and is
+    cancelled with its request instead, server/splice_region.py).
+    """
+
+    __slots__ = ()
+
+    count: int
+    shielded: ClassVar[bool] = True
+
+    def __len__(self) -> int:
+        # h11 frames a body item by its length; it passes the item itself through untouched
+        # (Connection.send_with_data_passthrough), which is what lets it be a region.
+        return self.count
+
+    async def send_to(self, sock: Any) -> int:
+        """Write the region to ``sock``; the bytes written (fewer if the peer went away)."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class FileRegion:
+class FileRegion(KernelRegion):
     """``count`` bytes of the open file ``fd`` from ``offset``: a body item to send."""
 
     fd: int
@@ -45,8 +69,6 @@ class FileRegion:
     count: int
 
     def __len__(self) -> int:
-        # h11 frames a body item by its length; it passes the item itself through untouched
-        # (Connection.send_with_data_passthrough), which is what lets it be a region.
         return self.count
 
     def cut(self, start: int, count: int) -> FileRegion:
@@ -55,6 +77,9 @@ class FileRegion:
         Pacing (server/pacing.py) sends a region in the pieces a rate allows this way.
         """
         return FileRegion(self.fd, self.offset + start, count)
+
+    async def send_to(self, sock: Any) -> int:
+        return await sendfile_region(sock, self)
 
     def pieces(self, size: int) -> Iterator[FileRegion]:
         """The region cut into regions of at most ``size`` bytes."""

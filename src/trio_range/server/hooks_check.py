@@ -1,6 +1,6 @@
 """The record each hooks module keeps of what it uses, and the check that it still exists.
 
-A hooks module (``_hypercorn_hooks``, ``_quart_hooks``, ``proxy/_httpx_hooks``) touches private
+A hooks module (``_hypercorn_hooks``, ``_quart_hooks``) touches private
 or undocumented parts of a library. It lists each in ``HOOKED`` as a :class:`Hook`;
 tests/server/test_hooks.py runs :func:`problems` over every list, so a library upgrade that
 renames an attribute or changes a signature fails one test with a message naming the hook.

@@ -20,9 +20,9 @@ and body leave in one ``send`` (one syscall, one packet). Every write sends a he
 whatever writes it (a body, a file region, the end), and :meth:`flush` sends it when the
 connection closes.
 
-Pieces are bytes, or :class:`~trio_range.server.file_region.FileRegion` items written with
-``sendfile(2)`` (the sendfile path: connection.py's ``_ObservedSend`` hands them to the
-server's ``send_file``).
+Pieces are bytes, or :class:`~trio_range.server.file_region.KernelRegion` items the kernel
+moves itself (a file region with ``sendfile(2)``, a spliced upstream body with ``splice(2)``:
+connection.py's ``_ObservedSend`` hands them to the server's ``send_file``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from trio_range.server.file_region import FileRegion
+from trio_range.server.file_region import FileRegion, KernelRegion
 
 # Bytes a connection writes without yielding to other tasks, at most (issue 13: "a checkpoint
 # at least every 1 MiB written").
@@ -41,9 +41,7 @@ FAIRNESS_BYTES = 1 << 20
 # A file region this small right after a held head is read and sent with the head.
 COALESCE_REGION_BYTES = 16 * 1024
 
-Piece = bytes | bytearray | memoryview | FileRegion
-# file_region.sendfile_region: writes a region, waiting for the socket; returns bytes written.
-SendRegion = Callable[[trio.socket.SocketType, FileRegion], Awaitable[int]]
+Piece = bytes | bytearray | memoryview | KernelRegion
 
 
 class SocketWriter:
@@ -80,13 +78,14 @@ class SocketWriter:
         if self._held:
             await self.write(())
 
-    async def write(self, pieces: Sequence[Piece], sendfile: SendRegion | None = None) -> int:
-        """Write ``pieces`` in order; returns the bytes of the last file region written.
+    async def write(self, pieces: Sequence[Piece]) -> int:
+        """Write ``pieces`` in order; returns the bytes of the last kernel region written.
 
-        File regions are written with ``sendfile`` (file_region.sendfile_region), under the
-        lock and shielded: it may wait for the socket. A region's count is short only if the
-        peer went away part way (its protocol is then told, as Hypercorn reports a failed
-        write); a file that ends early raises StreamAborted.
+        A kernel region writes itself (``send_to``) under the lock, since it may wait for the
+        socket; shielded if it says so (a file region; a splice waits on its upstream and is
+        cancelled with its request). A region's count is short only if the peer went away part
+        way (its protocol is then told, as Hypercorn reports a failed write); a file or an
+        upstream that ends early raises StreamAborted.
         """
         # Bytes at the end of pieces[0] that belong to a file region (one read into memory).
         region_tail = 0
@@ -112,14 +111,13 @@ class SocketWriter:
         try:
             fd = self._socket.fileno()
             for index, piece in enumerate(pieces):
-                if isinstance(piece, FileRegion):
-                    assert sendfile is not None
+                if isinstance(piece, KernelRegion):
                     if not owned:
                         self._lock.acquire_nowait()
                         owned = True
                     try:
-                        with trio.CancelScope(shield=True):
-                            region_written = await sendfile(self._socket, piece)
+                        with trio.CancelScope(shield=piece.shielded):
+                            region_written = await piece.send_to(self._socket)
                     except (OSError, trio.ClosedResourceError):
                         region_written = 0
                     if region_written < piece.count:

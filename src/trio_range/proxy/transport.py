@@ -1,0 +1,382 @@
+"""The proxy's own ``httpx.AsyncBaseTransport``: one upstream, a pool (pool.py), h11 heads.
+
+Why not httpx2's transport (docs/upstream-client.md): httpcore2 cost 0.47 ms of CPU per small
+request (locks per state change, a poll object per expiry check, shield scopes, five nested
+async generators, three copies of each body chunk). This transport keeps httpx's ``Request``,
+``Response`` and exception classes and h11 as the parser, and does per request: a slot (a
+semaphore token), an idle connection or a new one, one h11 ``Connection`` for the head, then a
+Content-Length body read straight from the socket into fresh bytes that go to the client
+without copies (or spliced, :meth:`UpstreamBody.relay_items`). Chunked, close-delimited and
+bodiless (HEAD, 204, 304) answers go through h11 as usual.
+
+Every failure becomes an httpx exception in one place, :func:`to_httpx_error`, from the phase
+the request was in; proxy/upstream.py then turns those into ours.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import h11
+import httpx2 as httpx
+import trio
+
+from trio_range.proxy.pool import ConnectionPool, Lease, UpstreamConnection
+from trio_range.server.splice_region import SPLICE_AVAILABLE, SpliceRegion, splice_regions
+
+# Bytes asked of the upstream socket per read of a body. Each read costs the relay a fixed
+# number of Python steps (one ASGI send, one h11 frame, one socket write), so larger reads
+# relay faster (64 -> 256 KiB doubled a 512 MiB relay here); memory per relay is one read.
+UPSTREAM_READ_BYTES = 256 * 1024
+# A response head is read in pieces of this size; a small answer arrives whole in one.
+HEAD_READ_BYTES = 64 * 1024
+# A body shorter than this after its head's read is read, not spliced: one recv beats two
+# splices through a pipe (and the pipe's creation on a connection's first splice).
+SPLICE_MIN_BYTES = 64 * 1024
+# As httpcore: a response head larger than this is a protocol error.
+MAX_HEAD_BYTES = 100 * 1024
+
+
+class _Truncated(Exception):
+    """The upstream closed the connection before the end of a Content-Length body."""
+
+
+class _StaleConnection(Exception):
+    """A reused connection failed before any response byte: it was closed while idle."""
+
+
+def to_httpx_error(error: BaseException, phase: str) -> httpx.TransportError:
+    """The httpx exception for ``error`` raised while the request was in ``phase``."""
+    if isinstance(error, httpx.TransportError):
+        return error
+    if isinstance(error, trio.TooSlowError):
+        return {
+            "pool wait": httpx.PoolTimeout,
+            "connecting": httpx.ConnectTimeout,
+            "sending": httpx.WriteTimeout,
+        }.get(phase, httpx.ReadTimeout)(f"{phase} timed out")
+    if isinstance(error, h11.RemoteProtocolError | _Truncated | _StaleConnection):
+        return httpx.RemoteProtocolError(str(error) or type(error).__name__)
+    if isinstance(error, h11.LocalProtocolError):
+        return httpx.LocalProtocolError(str(error))
+    kind = {"connecting": httpx.ConnectError, "sending": httpx.WriteError}.get(
+        phase, httpx.ReadError
+    )
+    return kind(f"{type(error).__name__}: {error}")
+
+
+# What the transport catches and maps; anything else (Cancelled, our bugs) passes through.
+_MAPPED: tuple[type[BaseException], ...] = (
+    *(OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError),
+    *(h11.ProtocolError, ssl.SSLError, _Truncated, _StaleConnection),
+)
+
+
+async def _open_connection(
+    host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> UpstreamConnection:
+    """A new TCP connection (and TLS session for https) to the upstream.
+
+    The socket is made here, not by ``trio.open_tcp_stream``, to keep the stdlib object: the
+    pool peeks at idle connections and splice reads from its descriptor.
+    """
+    addresses = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        raw = socket.socket(family, kind, proto)
+        try:
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = trio.socket.from_stdlib_socket(raw)
+            await sock.connect(address)
+        except OSError as failure:
+            raw.close()
+            error = failure
+            continue
+        except BaseException:
+            raw.close()
+            raise
+        stream = trio.SocketStream(sock)
+        if ssl_context is None:
+            return UpstreamConnection(stream, raw)
+        tls = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            raw.close()
+            raise
+        return UpstreamConnection(tls, raw)
+    raise error or OSError(f"no address for {host}")
+
+
+class UpstreamTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 to the one upstream of ``base_url``, through a :class:`ConnectionPool`.
+
+    A request that fails on a reused connection before any response byte arrived (the upstream
+    closed it while idle) is retried once on a new connection; nothing else is retried.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        pool_size: int,
+        keep_alive_s: float,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        pool_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        url = httpx.URL(base_url)
+        tls = url.scheme == "https"
+        if tls and ssl_context is None:
+            ssl_context = httpx.create_ssl_context()
+        host, port = url.host, url.port or (443 if tls else 80)
+        context = ssl_context if tls else None
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.pool_timeout_s = pool_timeout_s
+
+        async def connect() -> UpstreamConnection:
+            with trio.fail_after(connect_timeout_s):
+                return await _open_connection(host, port, context)
+
+        self.pool = ConnectionPool(pool_size, keep_alive_s, connect)
+
+    async def aclose(self) -> None:
+        self.pool.close()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        lease: Lease | None = None
+        phase = "pool wait"
+        try:
+            lease = await self.pool.lease(request, self.pool_timeout_s)
+            head = _request_bytes(request, await request.aread())
+            try:
+                return await self._exchange(lease, request, head)
+            except _StaleConnection:
+                lease.drop_connection()
+                return await self._exchange(lease, request, head, fresh=True)
+        except _MAPPED as error:
+            if lease is not None:
+                phase = lease.phase
+            raise to_httpx_error(error, phase) from error
+        finally:
+            # Anything but a response handed out (an error, a cancellation at any await)
+            # ends the lease here, synchronously: the slot is free and the connection closed.
+            if lease is not None and lease.phase != "body":
+                lease.release(reusable=False)
+
+    async def _exchange(
+        self, lease: Lease, request: httpx.Request, head: bytes, *, fresh: bool = False
+    ) -> httpx.Response:
+        connection = await lease.connect(fresh=fresh)
+        lease.phase = "sending"
+        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        # h11 must see a request to parse the answer to it (a HEAD's has no body); what it
+        # writes is not sent, the head is ours (_request_bytes). Events made once: building
+        # and validating them was a third of this per request.
+        parser.send(_primer(request.method))
+        parser.send(_END)
+        received = False
+        try:
+            await connection.send_all(head)
+            lease.phase = "head wait"
+            while True:
+                event = parser.next_event()
+                if event is h11.NEED_DATA:
+                    data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s)
+                    received = received or bool(data)
+                    parser.receive_data(data)
+                elif type(event) is h11.Response:
+                    break
+                elif type(event) is not h11.InformationalResponse:
+                    raise h11.RemoteProtocolError(f"unexpected {event!r} before a response")
+        except (OSError, h11.RemoteProtocolError, trio.BrokenResourceError) as error:
+            if lease.reused and not received:
+                raise _StaleConnection(repr(error)) from error
+            raise
+        body = UpstreamBody(lease, parser, event, request.method == "HEAD", self.read_timeout_s)
+        response = httpx.Response(
+            event.status_code,
+            headers=event.headers.raw_items(),
+            stream=body,
+            extensions={
+                "http_version": b"HTTP/" + event.http_version,
+                "reason_phrase": event.reason,
+            },
+        )
+        lease.phase = "body"  # from here the response's aclose ends the lease
+        return response
+
+
+_END = h11.EndOfMessage()
+_PRIMERS: dict[str, h11.Request] = {}
+
+
+def _primer(method: str) -> h11.Request:
+    """The request h11 is told about, per method (only the method matters to it)."""
+    primer = _PRIMERS.get(method)
+    if primer is None:
+        primer = _PRIMERS[method] = h11.Request(
+            method=method, target=b"/", headers=[(b"Host", b"x")]
+        )
+    return primer
+
+
+def _request_bytes(request: httpx.Request, content: bytes) -> bytes:
+    """The request head (and body) as sent: fields as given, the raw target if one was set."""
+    target = request.extensions.get("target") or request.url.raw_path
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
+    for name, value in request.headers.raw:
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise h11.LocalProtocolError(f"illegal header value {value!r}")
+        lines.append(name + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + content
+
+
+def _framing(response: h11.Response) -> tuple[int | None, bool]:
+    """The Content-Length (None for chunked or close-delimited) and whether to keep alive."""
+    length: int | None = None
+    keep_alive = response.http_version == b"1.1"
+    chunked = False
+    for name, value in response.headers:
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"connection" and b"close" in value.lower():
+            keep_alive = False
+    return (None if chunked else length), keep_alive
+
+
+class UpstreamBody(httpx.AsyncByteStream):
+    """A response body as it arrives; closing it ends the lease (reused only if clean).
+
+    The connection goes back to the pool only when the body was read exactly to its end over
+    HTTP/1.1 without ``Connection: close`` and nothing follows it; any other end closes it.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        parser: h11.Connection,
+        response: h11.Response,
+        head_only: bool,
+        read_timeout_s: float,
+    ) -> None:
+        self._lease = lease
+        self._parser = parser
+        self._read_timeout_s = read_timeout_s
+        self._clean = False
+        status = response.status_code
+        length, self._keep_alive = _framing(response)
+        bodiless = head_only or status in (204, 304) or 100 <= status < 200
+        # None: h11 reads the body (chunked, close-delimited, none at all).
+        self._remaining = None if bodiless else length
+        self._leftover = b""
+        if self._remaining is not None:
+            self._leftover, _ = parser.trailing_data
+            if len(self._leftover) > self._remaining:
+                # More than the body: whatever follows it is not ours to read.
+                self._keep_alive = False
+                self._leftover = self._leftover[: self._remaining]
+
+    @property
+    def connection(self) -> UpstreamConnection:
+        connection = self._lease.connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        return connection
+
+    async def __aiter__(self) -> AsyncGenerator[bytes]:
+        try:
+            if self._remaining is None:
+                async with aclosing(self._h11_body()) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            if self._leftover:
+                chunk, self._leftover = self._leftover, b""
+                self._remaining -= len(chunk)
+                yield chunk
+            while self._remaining:
+                chunk = await self._receive(self._remaining)
+                self._remaining -= len(chunk)
+                yield chunk
+            self._clean = self._keep_alive
+        except _MAPPED as error:
+            raise to_httpx_error(error, "body") from error
+
+    async def relay_items(
+        self, *, splice: bool, on_failure: Any = None
+    ) -> AsyncGenerator[bytes | SpliceRegion]:
+        """The body for a relay: bytes, or :class:`SpliceRegion` items where ``splice`` allows.
+
+        ``splice`` says the client's side can take kernel regions (a plain TCP client on
+        trio_range's server); they are used for a Content-Length body over plain TCP on Linux.
+        ``on_failure`` gets "timeout" or "truncated" when a spliced region fails (the error
+        itself is raised inside the server's send, not here).
+        """
+        remaining = self._remaining or 0
+        spliced = remaining - len(self._leftover) >= SPLICE_MIN_BYTES
+        if not (splice and SPLICE_AVAILABLE and spliced and self.connection.plain):
+            async with aclosing(self.__aiter__()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        if self._leftover:
+            chunk, self._leftover = self._leftover, b""
+            self._remaining = remaining = remaining - len(chunk)
+            yield chunk
+        connection = self.connection
+        for region in splice_regions(
+            connection.raw, connection.pipe(), remaining, self._read_timeout_s, on_failure
+        ):
+            yield region
+            remaining -= region.moved
+            self._remaining = remaining
+            if region.moved < region.count:
+                return  # the client left part way: the connection is not reused
+        # Splice moved exactly the body; anything already behind it is not ours.
+        self._clean = self._keep_alive and connection.at_rest()
+
+    async def _receive(self, remaining: int) -> bytes:
+        # The last read asks for one byte more than the body: bytes after it mean the
+        # connection is not at a message boundary (no extra syscall to find out).
+        want = remaining + 1 if remaining < UPSTREAM_READ_BYTES else UPSTREAM_READ_BYTES
+        data = await self.connection.receive(want, self._read_timeout_s)
+        if not data:
+            raise _Truncated(f"upstream closed the connection {remaining} bytes short")
+        if len(data) > remaining:
+            self._keep_alive = False
+            return data[:remaining]
+        return data
+
+    async def _h11_body(self) -> AsyncGenerator[bytes]:
+        parser = self._parser
+        while True:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.connection.receive(UPSTREAM_READ_BYTES, self._read_timeout_s)
+                parser.receive_data(data)
+            elif type(event) is h11.Data:
+                yield bytes(event.data)
+            elif type(event) is h11.EndOfMessage:
+                self._clean = (
+                    self._keep_alive
+                    and parser.our_state is h11.DONE
+                    and parser.their_state is h11.DONE
+                    and not parser.trailing_data[0]
+                )
+                return
+            else:
+                # ConnectionClosed after a close-delimited body: complete, not reusable.
+                return
+
+    async def aclose(self) -> None:
+        self._lease.release(reusable=self._clean)
