@@ -52,7 +52,11 @@ CONCURRENT_STREAMS_DEADLINE_S = 600.0
 def stream_rounds(
     candidates: list[Candidate], path: str, size: int, rounds: int, clock: Clock, title: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """One checked whole-file GET per candidate per round, order rotated; MB/s and CPU."""
+    """One checked whole-file GET per candidate per round, order rotated; MB/s and CPU.
+
+    Each run records the CPU seconds each server on the path spent over the GET (``cpu_s``,
+    by server name) and the bytes it carried, for CPU per GB figures.
+    """
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
     for round_index in range(rounds):
         print(f"{title} round {round_index + 1}/{rounds}", flush=True)
@@ -65,6 +69,8 @@ def stream_rounds(
                 {
                     "mb_s": fetch.mb_per_s,
                     "cpu_percent": _cpu_percent(candidate, before, after, fetch.seconds),
+                    "cpu_s": _cpu_spent(candidate, before, after),
+                    "bytes": size,
                     "load_1min": load_1min(),
                 }
             )
@@ -175,7 +181,7 @@ def run_wrk(
     seed: int,
 ) -> dict[str, Any]:
     """One wrk run of random small ranges: ``concurrency`` keep-alive connections on one wrk
-    thread for ``seconds``.
+    thread for ``seconds``. ``cpu_s`` in the result: each server's CPU seconds over the run.
 
     One thread: the machine has two cores and the servers need them more; one wrk thread makes
     far more requests per second than any server here answers (it keeps up with nginx).
@@ -206,6 +212,7 @@ def run_wrk(
     result["requests_per_s"] = requests / wall_s
     result["errors"] = sum(value for key, value in result.items() if key.startswith("errors_"))
     result["cpu_percent"] = _cpu_percent(candidate, cpu_before, cpu_after, wall_s)
+    result["cpu_s"] = _cpu_spent(candidate, cpu_before, cpu_after)
     result["concurrency"] = concurrency
     result["load_1min"] = load_1min()
     return result
@@ -245,6 +252,11 @@ def _run(argv: list[str], seconds: float, what: str) -> subprocess.CompletedProc
         )
     except subprocess.TimeoutExpired as error:
         raise BenchmarkError(f"{what} did not finish: {error}") from None
+
+
+def _cpu_spent(candidate: Candidate, before: list[float], after: list[float]) -> dict[str, float]:
+    """Each server's CPU seconds between two readings, by server name."""
+    return {tier.name: b - a for tier, a, b in zip(candidate.tiers, before, after, strict=True)}
 
 
 def _cpu_percent(

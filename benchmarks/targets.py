@@ -5,14 +5,18 @@
     python -m benchmarks.targets --only origin_stream,proxy_rate
 
 The rows (``--only`` names), each against the baselines its target names (the targets came with
-issue 8), candidates interleaved and their order rotated every round, medians over ``--rounds``:
+issue 8; issues 13 and 14 added rows and made some stricter), candidates interleaved and their
+order rotated every round, medians over ``--rounds``:
 
 - ``origin_stream``: trio-range origin, one whole-file GET (1 GiB), vs nginx ``sendfile``.
 - ``proxy_stream``:  the same through trio-range proxy -> origin, vs the aiohttp pair
                      (benchmarks/aiohttp_baseline.py), vs nginx proxy_pass -> nginx, and vs
                      nginx proxy_pass with ``proxy_buffer_size 256k; proxy_buffers 4 256k``
-                     (its default page-sized buffers make it look three times slower).
-- ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``.
+                     (its default page-sized buffers make it look three times slower);
+                     and the proxy process's CPU per GB vs the aiohttp proxy process's.
+- ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``; and
+                     the origin process's CPU per request over those runs (report only: issue
+                     13's baseline, the code before it, cannot run in the same run).
 - ``origin_p99``:    p99 latency of those ranges at c=16, origin vs aiohttp ``FileResponse``.
 - ``passes``:        scheduler passes and Python calls per request (exact counts, in this
                      process: benchmarks/_passes.py), the origin on trio_range's server vs the
@@ -113,11 +117,15 @@ MEASURES = (
     "cache_viewers",
     "cache_first_byte",
 )
-RSS_LIMIT_MIB = 64.0
+# Issue 14: the proxy's peak RSS under 8 x 1 GiB streams and under a slow reader.
+RSS_LIMIT_MIB = 48.0
 # "Flat": the proxy's RSS from the first to the last second of the slow read.
 RSS_GROWTH_LIMIT_MIB = 1.0
-DISCONNECT_MEDIAN_LIMIT_MS = 5.0
-DISCONNECT_MAX_LIMIT_MS = 20.0
+# Issue 14: client disconnect -> the origin sees it.
+DISCONNECT_MEDIAN_LIMIT_MS = 2.0
+DISCONNECT_MAX_LIMIT_MS = 10.0
+# Issue 14: the proxy process's CPU per GB relayed, over the aiohttp proxy process's.
+PROXY_CPU_PER_GB_RATIO = 0.5
 # passes: requests per count (exact figures: no rounds), and issue 13's targets.
 PASSES_REQUESTS, PASSES_REQUESTS_QUICK = 2000, 300
 CALLS_LIMIT = 1200.0
@@ -458,6 +466,12 @@ def measure_proxy_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     candidates = [c for c in (ours, aio, nginx, nginx_256k) if c is not None]
     runs = stream_rounds(candidates, ctx.path, ctx.size, ctx.args.rounds, ctx.clock, "proxy_stream")
     medians = {name: median_of(r, "mb_s") for name, r in runs.items()}
+    # The relaying process alone (the origins are not counted): CPU seconds per GB it carried.
+    cpu_per_gb = {
+        name: statistics.median(run["cpu_s"][server] / (run["bytes"] / 1e9) for run in runs[name])
+        for name, server in (("proxy>origin", PROXY), ("aiohttp pair", AIO_PROXY))
+        if name in runs
+    }
     label = f"proxy, {format_size(ctx.size)} through it, one client"
     rows = [
         make_row(
@@ -471,19 +485,33 @@ def measure_proxy_stream(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
             missing=s.why_missing(server),
         )
         for baseline, baseline_name, server, at_least in (
-            ("aiohttp pair", "aiohttp pair", AIO_PROXY, 1.0),
+            # Issue 14: twice the aiohttp pair (issue 8 asked for 1.0x).
+            ("aiohttp pair", "aiohttp pair", AIO_PROXY, 2.0),
             ("nginx proxy_pass", "nginx>nginx", NGINX_PROXY, 0.5),
             # Issue 14's target, against nginx with buffers fit for a relay.
             ("nginx proxy_pass (256k)", "nginx(256k)>nginx", NGINX_PROXY_256K, 1.3),
         )
     ]
-    return rows, {"runs": runs, "medians_mb_s": medians}
+    rows.append(
+        make_row(
+            "proxy_stream",
+            "proxy CPU per GB (proxy process)",
+            cpu_per_gb["proxy>origin"],
+            "s",
+            Target(at_most_ratio=PROXY_CPU_PER_GB_RATIO),
+            baseline="aiohttp proxy process",
+            baseline_value=cpu_per_gb.get("aiohttp pair"),
+            missing=s.why_missing(AIO_PROXY),
+        )
+    )
+    return rows, {"runs": runs, "medians_mb_s": medians, "proxy_cpu_s_per_gb": cpu_per_gb}
 
 
 def rate_medians(
     ctx: Context, measure: str, ours: Candidate, baseline: Candidate | None, concurrency: int
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
     candidates = [c for c in (ours, baseline) if c is not None]
+    entries = {c.name: c.entry.name for c in candidates}
     runs = wrk_rounds(
         ctx.need_wrk(), candidates, ctx.path, ctx.size, concurrency, ctx.args, ctx.clock, measure
     )
@@ -493,6 +521,10 @@ def rate_medians(
             "p99_ms": statistics.median(x["latency_p99_us"] / 1000 for x in r),
             "p50_ms": statistics.median(x["latency_p50_us"] / 1000 for x in r),
             "errors": sum(x["errors"] for x in r),
+            # The server the client meets (the origin, or the proxy of a pair), over the run.
+            "entry_cpu_us_per_request": statistics.median(
+                1e6 * x["cpu_s"][entries[name]] / x["requests"] for x in r
+            ),
         }
         for name, r in runs.items()
     }
@@ -505,7 +537,23 @@ def rate_medians(
 def measure_origin_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     label = "origin, random 4 KiB ranges, c=64"
     target = Target(at_least_ratio=1.0)
-    return _origin_wrk(ctx, "origin_rate", 64, label, "requests_per_s", "req/s", target)
+    rows, details = _origin_wrk(ctx, "origin_rate", 64, label, "requests_per_s", "req/s", target)
+    # Issue 13's target is <= 0.5x the pre-issue code's CPU per request, which cannot run in
+    # this run: aiohttp's FileResponse origin is the same-run baseline, reported, not judged.
+    medians = details["medians"]
+    rows.append(
+        make_row(
+            "origin_rate",
+            "origin CPU per request, c=64 (origin process)",
+            medians["origin"]["entry_cpu_us_per_request"],
+            "us",
+            Target(report="report (see README)"),
+            baseline="aiohttp FileResponse",
+            baseline_value=medians.get("aiohttp FileResponse", {}).get("entry_cpu_us_per_request"),
+            missing=ctx.servers.why_missing(AIO_ORIGIN),
+        )
+    )
+    return rows, details
 
 
 def measure_origin_p99(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
