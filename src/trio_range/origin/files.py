@@ -80,18 +80,19 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         content_type=content_type_for(relative),
         validators=Validators.for_file(file.size, file.mtime_ns, file.inode),
     )
-    headers = request.headers
+    field = exchange.field  # the request's fields, read once by the connection
     plan = plan_response(
         ConditionalRequest(
             method=request.method,
-            if_match=headers.get("If-Match"),
-            if_none_match=headers.get("If-None-Match"),
-            if_modified_since=headers.get("If-Modified-Since"),
-            if_unmodified_since=headers.get("If-Unmodified-Since"),
-            if_range=headers.get("If-Range"),
+            if_match=field(b"if-match"),
+            if_none_match=field(b"if-none-match"),
+            if_modified_since=field(b"if-modified-since"),
+            if_unmodified_since=field(b"if-unmodified-since"),
+            if_range=field(b"if-range"),
         ),
-        headers.get("Range"),
-        request.args.get("range"),
+        exchange.range_header,
+        # Werkzeug parses the query into a MultiDict on first use: not for the usual none.
+        request.args.get("range") if exchange.query else None,
         representation,
         site.limits,
     )

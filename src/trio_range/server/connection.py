@@ -49,7 +49,13 @@ from trio_range.errors import StreamAborted
 from trio_range.server._hypercorn_hooks import client_gone
 from trio_range.server._quart_hooks import QuartConnection, complete_empty_body
 from trio_range.server.app_queue import watch_disconnect
-from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
+from trio_range.server.exchange import (
+    Exchange,
+    ExchangeObserver,
+    enter_exchange,
+    first_fields,
+    leave_exchange,
+)
 from trio_range.server.file_region import SEND_FILE_KEY, FileRegion
 
 if TYPE_CHECKING:
@@ -69,13 +75,16 @@ class RangeHTTPConnection(QuartConnection):
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self.build_request(send)
+        fields = first_fields(self.scope["headers"])
+        range_header = fields.get(b"range")
         exchange = Exchange(
             method=request.method,
             path=request.path,
             query=self.scope["query_string"].decode("latin-1"),
-            range_header=request.headers.get("Range"),
+            range_header=None if range_header is None else range_header.decode("latin-1"),
             resources=AsyncExitStack(),
             started_at=trio.current_time(),
+            fields=fields,
         )
         complete = trio.Event()
         send_file = self.scope.get("state", {}).get(SEND_FILE_KEY)
@@ -83,7 +92,7 @@ class RangeHTTPConnection(QuartConnection):
         self.app.in_flight += 1
         try:
             with trio.CancelScope() as one_task:
-                if _has_no_body(request) and watch_disconnect(
+                if _has_no_body(fields) and watch_disconnect(
                     receive, partial(_cancel_unless_complete, one_task, complete)
                 ):
                     # No body to read (GET, HEAD): the view runs in this task, and the server's
@@ -180,10 +189,9 @@ class RangeHTTPConnection(QuartConnection):
             watching.cancel()  # the nursery's disconnect watcher: nothing left to watch
 
 
-def _has_no_body(request: Request) -> bool:
+def _has_no_body(fields: dict[bytes, bytes]) -> bool:
     """Whether the request has no body to read (RFC 9112 §6.3: neither of these fields)."""
-    headers = request.headers
-    return "Content-Length" not in headers and "Transfer-Encoding" not in headers
+    return b"content-length" not in fields and b"transfer-encoding" not in fields
 
 
 def _cancel_unless_complete(scope: trio.CancelScope, complete: trio.Event) -> None:
