@@ -108,6 +108,8 @@ async def test_quart_instance_attributes_the_hooks_use_exist() -> None:
     app = RangeApp(__name__)
     async with app.test_request_context("/"):
         assert request_ctx._after_request_functions == []
+        # current_request: the object behind Quart's proxy, through Werkzeug's method.
+        assert _quart_hooks.current_request() is request_ctx.request
 
 
 def test_hypercorn_code_the_issue_13_hooks_rely_on_is_unchanged() -> None:
