@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
@@ -52,6 +51,7 @@ from trio_range.server.app_queue import watch_disconnect
 from trio_range.server.exchange import (
     Exchange,
     ExchangeObserver,
+    Resources,
     enter_exchange,
     first_fields,
     leave_exchange,
@@ -76,13 +76,14 @@ class RangeHTTPConnection(QuartConnection):
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self.build_request(send)
         fields = first_fields(self.scope["headers"])
+        resources = Resources()
         range_header = fields.get(b"range")
         exchange = Exchange(
             method=request.method,
             path=request.path,
             query=self.scope["query_string"].decode("latin-1"),
             range_header=None if range_header is None else range_header.decode("latin-1"),
-            resources=AsyncExitStack(),
+            resources=resources,
             started_at=trio.current_time(),
             fields=fields,
         )
@@ -116,18 +117,18 @@ class RangeHTTPConnection(QuartConnection):
         finally:
             self.app.in_flight -= 1
             leave_exchange(token)
-            with trio.CancelScope(shield=True) as cleanup:
-                cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
-                try:
-                    await exchange.resources.aclose()
-                except Exception:
-                    log.exception(
-                        "closing the resources of %s %s failed", exchange.method, exchange.path
+            if resources.awaits:
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
+                    await _close_resources(exchange)
+                if cleanup.cancelled_caught:
+                    log.error(
+                        "closing the resources of %s %s timed out", exchange.method, exchange.path
                     )
-            if cleanup.cancelled_caught:
-                log.error(
-                    "closing the resources of %s %s timed out", exchange.method, exchange.path
-                )
+            else:
+                # Only synchronous closes (the origin's file): aclose reaches no checkpoint, so
+                # no cancel can interrupt it and nothing can stall it; no scope needed.
+                await _close_resources(exchange)
             exchange.finished_at = trio.current_time()
             if exchange.outcome == "pending":
                 # Cancelled before the final (empty) body message: a client that closes right
@@ -189,6 +190,13 @@ class RangeHTTPConnection(QuartConnection):
             watching.cancel()  # the nursery's disconnect watcher: nothing left to watch
 
 
+async def _close_resources(exchange: Exchange) -> None:
+    try:
+        await exchange.resources.aclose()
+    except Exception:
+        log.exception("closing the resources of %s %s failed", exchange.method, exchange.path)
+
+
 def _has_no_body(fields: dict[bytes, bytes]) -> bool:
     """Whether the request has no body to read (RFC 9112 §6.3: neither of these fields)."""
     return b"content-length" not in fields and b"transfer-encoding" not in fields
@@ -217,7 +225,7 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
     start = {
         "type": "http.response.start",
         "status": response.status_code,
-        "headers": _fields_bytes(response.headers.items()),
+        "headers": _fields_bytes(response.headers),  # iterates as (name, value) pairs
     }
     await send(cast(HTTPResponseStartEvent, start))
     if isinstance(response, WerkzeugResponse):
