@@ -12,8 +12,8 @@ traps of the stock class are fixed here (docs/references.md, "The stack"):
   cancelled.
 - A body generator that never started (the client left after the view returned) never runs its
   ``finally``, so whatever the view opened leaks. Here every request owns an ``AsyncExitStack``
-  (:func:`current_exchange` ``.resources``) that the connection closes, shielded, whatever
-  happened; views register what they open there.
+  (:func:`current_exchange` ``.resources``) that the connection closes whatever happened
+  (shielded, when a close awaits); views register what they open there.
 - A body that ends short of its Content-Length must not look complete: the connection counts the
   bytes and aborts the client connection (no final empty body message, so Hypercorn closes the
   socket) instead of sending a short message.
