@@ -27,10 +27,12 @@ from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from quart.asgi import ASGIHTTPConnection
+from quart.globals import request_ctx
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 
 from trio_range.server import _hypercorn_hooks, _quart_hooks
+from trio_range.server.app import RangeApp
 from trio_range.server.hooks_check import Hook, problems
 
 HOOK_MODULES = [_hypercorn_hooks, _quart_hooks]
@@ -99,6 +101,15 @@ async def test_hypercorn_instance_attributes_the_hooks_use_exist() -> None:
             assert _hypercorn_hooks.client_gone(http_stream.app_send) is False
             http_stream.closed = True
             assert _hypercorn_hooks.client_gone(http_stream.app_send) is True
+
+
+async def test_quart_instance_attributes_the_hooks_use_exist() -> None:
+    # QuartFastPath.process_response reads after_this_request's list on the request context.
+    app = RangeApp(__name__)
+    async with app.test_request_context("/"):
+        assert request_ctx._after_request_functions == []
+        # current_request: the object behind Quart's proxy, through Werkzeug's method.
+        assert _quart_hooks.current_request() is request_ctx.request
 
 
 def test_hypercorn_code_the_issue_13_hooks_rely_on_is_unchanged() -> None:

@@ -21,13 +21,12 @@ from trio_range.http.conditional import ConditionalRequest, Validators
 from trio_range.http.ranges import RangeLimits
 from trio_range.http.response_plan import (
     Representation,
-    ResponsePlan,
     plan_response,
     range_outcome_label,
 )
 from trio_range.origin.media_folder import MediaFolder, content_type_for
 from trio_range.origin.shaping import Shaping
-from trio_range.server.common import json_response, not_found
+from trio_range.server.common import fields_response, json_response, not_found
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_body import file_body
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, can_send_file
@@ -58,17 +57,6 @@ class OriginSite:
         return max(self.config.chunk_size_bytes, SENDFILE_REGION_BYTES)
 
 
-def _response(plan: ResponsePlan, body: object) -> Response:
-    response = Response(body, status=plan.status)  # type: ignore[arg-type]
-    # Quart adds a Content-Type and, for bytes bodies, a Content-Length of its own: the plan's
-    # headers replace both, so the announced length is the one the plan's body has.
-    del response.headers["Content-Type"]
-    del response.headers["Content-Length"]
-    for name, value in plan.headers:
-        response.headers.add(name, value)
-    return response
-
-
 async def serve_file(site: OriginSite, relative: str) -> Response:
     """Answer the current request for the file ``relative`` of the media folder."""
     file = site.folder.open(relative)
@@ -81,18 +69,19 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         content_type=content_type_for(relative),
         validators=Validators.for_file(file.size, file.mtime_ns, file.inode),
     )
-    headers = request.headers
+    field = exchange.field  # the request's fields, read once by the connection
     plan = plan_response(
         ConditionalRequest(
-            method=request.method,
-            if_match=headers.get("If-Match"),
-            if_none_match=headers.get("If-None-Match"),
-            if_modified_since=headers.get("If-Modified-Since"),
-            if_unmodified_since=headers.get("If-Unmodified-Since"),
-            if_range=headers.get("If-Range"),
+            method=exchange.method,
+            if_match=field(b"if-match"),
+            if_none_match=field(b"if-none-match"),
+            if_modified_since=field(b"if-modified-since"),
+            if_unmodified_since=field(b"if-unmodified-since"),
+            if_range=field(b"if-range"),
         ),
-        headers.get("Range"),
-        request.args.get("range"),
+        exchange.range_header,
+        # Werkzeug parses the query into a MultiDict on first use: not for the usual none.
+        request.args.get("range") if exchange.query else None,
         representation,
         site.limits,
     )
@@ -103,10 +92,10 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         plan = dataclasses.replace(
             plan, headers=(*plan.headers, ("Cache-Control", site.config.cache_control))
         )
-    if request.method == "HEAD" or not plan.body:
+    if exchange.method == "HEAD" or not plan.body:
         # HEAD answers the headers GET would, without reading the file (Quart would run the
         # GET and discard its body).
-        return _response(plan, b"")
+        return fields_response(plan.status, plan.headers, None)
     body: AsyncIterator[BodyItem] = file_body(
         plan.body,
         file.fd,
@@ -118,7 +107,7 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         pacing = await site.shaping.pacing(relative, file, representation.content_type)
         if pacing is not None:
             body = paced(body, pacing, exchange)
-    return _response(plan, body)
+    return fields_response(plan.status, plan.headers, body)
 
 
 async def media_listing(site: OriginSite) -> Response:

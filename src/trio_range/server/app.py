@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from quart.sessions import SecureCookieSessionInterface
-from quart_trio import QuartTrio
 
+from trio_range.server._quart_hooks import QuartFastPath
 from trio_range.server.connection import RangeHTTPConnection
 from trio_range.server.exchange import ExchangeObserver, NullObserver
 
@@ -28,8 +28,9 @@ class _NoSessions(SecureCookieSessionInterface):
         return None
 
 
-class RangeApp(QuartTrio):
-    """A QuartTrio app whose requests run in :class:`RangeHTTPConnection`."""
+class RangeApp(QuartFastPath):
+    """A QuartTrio app whose requests run in :class:`RangeHTTPConnection`, dispatched without
+    the steps nothing registered needs (:class:`~trio_range.server._quart_hooks.QuartFastPath`)."""
 
     asgi_http_class = RangeHTTPConnection
     session_interface = _NoSessions()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 from quart import Response
@@ -28,6 +29,35 @@ def plain(status: int, text: str, **headers: str) -> Response:
     response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
+    return response
+
+
+class _FieldsResponse(Response):
+    # No Content-Type of Quart's (text/html) where the fields name none (a 304).
+    default_mimetype = None  # type: ignore[assignment]
+
+
+def fields_response(
+    status: int,
+    fields: Iterable[tuple[str, str]],
+    body: AsyncIterable[object] | None,
+) -> Response:
+    """A response whose header fields are exactly ``fields``; ``body`` its items, or None.
+
+    ``Response(bytes)`` would add a Content-Length of its own and ``Response`` a Content-Type,
+    which then had to be deleted field by field (about 20 Python calls per small range
+    request, issue 13): here the fields go in once, as Werkzeug's ``Headers`` validates them.
+    A body-less answer (HEAD, 304) passes None, never ``b""``: its Content-Length announces
+    the GET's length, not 0. ``body`` is async: Quart iterates a sync one with asyncio only.
+    """
+    if body is None:
+        # Quart's body of bytes, given as a body: Response(b"") would set Content-Length: 0,
+        # and an empty list would go through Quart's asyncio-only sync-iterable wrapper.
+        body = _FieldsResponse.data_body_class(b"")
+    response = _FieldsResponse(body, status=status)
+    add = response.headers.add
+    for name, value in fields:
+        add(name, value)
     return response
 
 

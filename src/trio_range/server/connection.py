@@ -12,8 +12,8 @@ traps of the stock class are fixed here (docs/references.md, "The stack"):
   cancelled.
 - A body generator that never started (the client left after the view returned) never runs its
   ``finally``, so whatever the view opened leaks. Here every request owns an ``AsyncExitStack``
-  (:func:`current_exchange` ``.resources``) that the connection closes, shielded, whatever
-  happened; views register what they open there.
+  (:func:`current_exchange` ``.resources``) that the connection closes whatever happened
+  (shielded, when a close awaits); views register what they open there.
 - A body that ends short of its Content-Length must not look complete: the connection counts the
   bytes and aborts the client connection (no final empty body message, so Hypercorn closes the
   socket) instead of sending a short message.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
@@ -49,7 +48,14 @@ from trio_range.errors import StreamAborted
 from trio_range.server._hypercorn_hooks import client_gone
 from trio_range.server._quart_hooks import QuartConnection, complete_empty_body
 from trio_range.server.app_queue import watch_disconnect
-from trio_range.server.exchange import Exchange, ExchangeObserver, enter_exchange, leave_exchange
+from trio_range.server.exchange import (
+    Exchange,
+    ExchangeObserver,
+    Resources,
+    enter_exchange,
+    first_fields,
+    leave_exchange,
+)
 from trio_range.server.file_region import SEND_FILE_KEY, KernelRegion
 
 if TYPE_CHECKING:
@@ -69,13 +75,17 @@ class RangeHTTPConnection(QuartConnection):
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self.build_request(send)
+        fields = first_fields(self.scope["headers"])
+        resources = Resources()
+        range_header = fields.get(b"range")
         exchange = Exchange(
             method=request.method,
             path=request.path,
             query=self.scope["query_string"].decode("latin-1"),
-            range_header=request.headers.get("Range"),
-            resources=AsyncExitStack(),
+            range_header=None if range_header is None else range_header.decode("latin-1"),
+            resources=resources,
             started_at=trio.current_time(),
+            fields=fields,
         )
         complete = trio.Event()
         send_file = self.scope.get("state", {}).get(SEND_FILE_KEY)
@@ -83,7 +93,7 @@ class RangeHTTPConnection(QuartConnection):
         self.app.in_flight += 1
         try:
             with trio.CancelScope() as one_task:
-                if _has_no_body(request) and watch_disconnect(
+                if _has_no_body(fields) and watch_disconnect(
                     receive, partial(_cancel_unless_complete, one_task, complete)
                 ):
                     # No body to read (GET, HEAD): the view runs in this task, and the server's
@@ -107,18 +117,18 @@ class RangeHTTPConnection(QuartConnection):
         finally:
             self.app.in_flight -= 1
             leave_exchange(token)
-            with trio.CancelScope(shield=True) as cleanup:
-                cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
-                try:
-                    await exchange.resources.aclose()
-                except Exception:
-                    log.exception(
-                        "closing the resources of %s %s failed", exchange.method, exchange.path
+            if resources.awaits:
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT_S
+                    await _close_resources(exchange)
+                if cleanup.cancelled_caught:
+                    log.error(
+                        "closing the resources of %s %s timed out", exchange.method, exchange.path
                     )
-            if cleanup.cancelled_caught:
-                log.error(
-                    "closing the resources of %s %s timed out", exchange.method, exchange.path
-                )
+            else:
+                # Only synchronous closes (the origin's file): aclose reaches no checkpoint, so
+                # no cancel can interrupt it and nothing can stall it; no scope needed.
+                await _close_resources(exchange)
             exchange.finished_at = trio.current_time()
             if exchange.outcome == "pending":
                 # Cancelled before the final (empty) body message: a client that closes right
@@ -180,10 +190,16 @@ class RangeHTTPConnection(QuartConnection):
             watching.cancel()  # the nursery's disconnect watcher: nothing left to watch
 
 
-def _has_no_body(request: Request) -> bool:
+async def _close_resources(exchange: Exchange) -> None:
+    try:
+        await exchange.resources.aclose()
+    except Exception:
+        log.exception("closing the resources of %s %s failed", exchange.method, exchange.path)
+
+
+def _has_no_body(fields: dict[bytes, bytes]) -> bool:
     """Whether the request has no body to read (RFC 9112 §6.3: neither of these fields)."""
-    headers = request.headers
-    return "Content-Length" not in headers and "Transfer-Encoding" not in headers
+    return b"content-length" not in fields and b"transfer-encoding" not in fields
 
 
 def _cancel_unless_complete(scope: trio.CancelScope, complete: trio.Event) -> None:
@@ -209,7 +225,7 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
     start = {
         "type": "http.response.start",
         "status": response.status_code,
-        "headers": _fields_bytes(response.headers.items()),
+        "headers": _fields_bytes(response.headers),  # iterates as (name, value) pairs
     }
     await send(cast(HTTPResponseStartEvent, start))
     if isinstance(response, WerkzeugResponse):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response
 from werkzeug.routing import RequestRedirect
 
 from trio_range.config import ServerConfig
 from trio_range.http.limits import check_request_head
+from trio_range.server._quart_hooks import current_request
 from trio_range.server.app import RangeApp
 from trio_range.server.client_limit import ForwardedClientLimit
 from trio_range.server.common import not_found, plain
@@ -42,6 +43,9 @@ def install_request_guards(app: RangeApp, config: ServerConfig) -> None:
 
     @app.before_request
     async def guard() -> Response | None:
+        # The request itself, looked up once: each attribute read through Quart's proxy is
+        # a context lookup of its own (about 20 Python calls per request here, issue 13).
+        request = current_request()
         scope = request.scope
         raw_path: bytes = scope.get("raw_path") or b""
         query: bytes = scope.get("query_string", b"")

@@ -38,10 +38,11 @@ from trio_range.http.token_bucket import Pacing
 from trio_range.proxy.cache.cache import SliceCache
 from trio_range.proxy.cache.fills import Waiter
 from trio_range.proxy.cache.store import ObjectRecord
+from trio_range.server.common import fields_response
 from trio_range.server.exchange import Exchange, current_exchange
 from trio_range.server.file_body import file_body
 from trio_range.server.file_region import SENDFILE_REGION_BYTES, FileRegion, can_send_file
-from trio_range.server.pacing import paced
+from trio_range.server.pacing import BodyItem, paced
 
 # Pieces of a stored slice read into bytes when sendfile cannot be used (the origin's default).
 READ_CHUNK_BYTES = 512 * 1024
@@ -125,7 +126,7 @@ async def serve_cached(
     )
     exchange.range_outcome = range_outcome_label(plan)
     exchange.if_range_failed = plan.if_range_failed
-    body: object = b""
+    body: AsyncIterator[BodyItem] | None = None
     if request.method != "HEAD" and plan.body:
         body = _cached_body(
             cache, record, plan.body, waiter, exchange, sendfile=can_send_file(scope)
@@ -134,11 +135,7 @@ async def serve_cached(
             body = paced(body, pacing, exchange)
     elif waiter is not None:
         waiter.release()
-    response = Response(body, status=plan.status)  # type: ignore[arg-type]
-    del response.headers["Content-Type"]
-    del response.headers["Content-Length"]
-    for name, value in plan.headers:
-        response.headers.add(name, value)
+    response = fields_response(plan.status, plan.headers, body)
     if record.cache_control:
         response.headers["Cache-Control"] = record.cache_control
     response.headers["Age"] = str(max(0, int(cache.clock() - record.stored_at)))
