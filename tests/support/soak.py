@@ -125,6 +125,8 @@ class Census:
     proxy_to_origin: int  # the proxy's pool, proxy side
     origin_accepted: int  # the proxy's pool, origin side
     rss_kib: int
+    # Which tasks: named in the problem when there are more at the end than before.
+    task_names: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def sockets_but_pool(self) -> int:
@@ -201,18 +203,18 @@ class SoakReport:
 # --- counting resources ----------------------------------------------------------------------
 
 
-def count_tasks() -> int:
-    """Every task of this trio run, from the root task down."""
-    count = 0
+def task_names() -> list[str]:
+    """The name of every task of this trio run, from the root task down."""
+    names = []
     root = trio.lowlevel.current_root_task()
     assert root is not None  # we are inside trio.run
     pending = [root]
     while pending:
         task = pending.pop()
-        count += 1
+        names.append(task.name)
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
-    return count
+    return names
 
 
 def _fd_targets() -> Iterator[str]:
@@ -251,8 +253,9 @@ def census(proxy_port: int, origin_port: int, media_path: pathlib.Path) -> Censu
             counts["proxy_to_origin"] += 1
         elif local == origin_port:
             counts["origin_accepted"] += 1
+    names = task_names()
     return Census(
-        tasks=count_tasks(),
+        tasks=len(names),
         sockets=len(ours),
         media_files=sum(t == media for t in targets),
         client_sockets=counts["client_sockets"],
@@ -260,6 +263,7 @@ def census(proxy_port: int, origin_port: int, media_path: pathlib.Path) -> Censu
         proxy_to_origin=counts["proxy_to_origin"],
         origin_accepted=counts["origin_accepted"],
         rss_kib=rss_kib(trimmed=True),
+        task_names=tuple(names),
     )
 
 
@@ -521,8 +525,12 @@ async def settle(
     measure: Callable[[], Census],
     config: SoakConfig,
     tally: ClientTally,
+    most_tasks: int | None = None,
 ) -> Census:
     """Wait until nothing is in flight and the origin has closed every idle pool connection.
+
+    With ``most_tasks``, also until no more tasks than that are left: a connection's task can
+    outlive its socket for a moment on a busy machine, a leaked one stays until the timeout.
 
     The pool notices that the origin closed an idle pooled connection only when it is next
     used, so a one-byte request through the proxy after each keep-alive period prunes them; the
@@ -544,6 +552,7 @@ async def settle(
                     and now.proxy_to_origin <= 1
                     and now.origin_accepted == 0
                     and now.media_files == 0
+                    and (most_tasks is None or now.tasks <= most_tasks)
                 ):
                     return now
                 tally.requests += 1
@@ -559,7 +568,11 @@ async def settle(
                 # own connection to be closed at both ends before the next census.
                 await trio.sleep(config.origin_keep_alive_s + 0.2)
     except trio.TooSlowError:
-        raise trio.TooSlowError(f"not settled after {SETTLE_TIMEOUT_S} s: {measure()}") from None
+        now = measure()
+        tasks = Counter(now.task_names)
+        raise trio.TooSlowError(
+            f"not settled after {SETTLE_TIMEOUT_S} s: {now}, tasks {dict(tasks)}"
+        ) from None
 
 
 async def soak(config: SoakConfig, directory: pathlib.Path) -> SoakReport:
@@ -610,7 +623,7 @@ async def soak(config: SoakConfig, directory: pathlib.Path) -> SoakReport:
                 await run_clients(proxy, config, tally, config.duration_s)
                 sampler.cancel_scope.cancel()
             seconds = trio.current_time() - started
-            end = await settle(client, proxy, origin, measure, config, tally)
+            end = await settle(client, proxy, origin, measure, config, tally, baseline.tasks)
             proxy_stats = stats_delta(await stats_of(client, proxy), proxy_before)
             origin_stats = stats_delta(await stats_of(client, origin), origin_before)
         servers.cancel_scope.cancel()
@@ -634,6 +647,9 @@ def check(report: SoakReport) -> list[str]:
             problems.append(
                 f"{figure}: {getattr(e, figure)} at the end, {getattr(b, figure)} before"
             )
+    if e.tasks > b.tasks:
+        extra = Counter(e.task_names) - Counter(b.task_names)
+        problems.append(f"tasks at the end but not before: {sorted(extra.elements())}")
     grown_mib = (e.rss_kib - b.rss_kib) / 1024
     if grown_mib > report.config.rss_tolerance_mib:
         problems.append(f"RSS grew by {grown_mib:.1f} MiB")
