@@ -15,6 +15,11 @@ async def test_short_soak_loses_no_byte_and_leaks_nothing(tmp_path: Path) -> Non
         warmup_s=1.0,
         file_size_bytes=16 * 1024 * 1024,
         origin_keep_alive_s=0.5,
+        # RSS is taken after malloc_trim (soak.release_free_heap): it grew by 0.1 to 0.9 MiB in
+        # 30 runs, alone, after tests/test_real_clients.py and under CPU load; a leak of 64 KiB
+        # per request grew it by 8.8 to 26 MiB under load (66 to 202 client requests), by 36 to
+        # 43 MiB without.
+        rss_tolerance_mib=4.0,
     )
     report = await soak(config, tmp_path)
     print_report(report)  # shown by pytest when the test fails
