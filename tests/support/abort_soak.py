@@ -91,7 +91,7 @@ async def run_aborts(host: str, port: int, count: int, clients: int, rng: random
 
 def settled_rss_kib() -> int:
     gc.collect()
-    return rss_kib()
+    return rss_kib(trimmed=True)  # memory in use, not glibc's kept free heap
 
 
 def process_rss_kib(pid: int) -> int:
