@@ -6,7 +6,7 @@ so N clients connecting at once wait N passes to be accepted: their first reques
 kernel meanwhile, and its latency is the accept's. With issue 13's hot path a pass does a whole
 request per connection, so passes are longer and this ramp was the tail: wrk c=64 against a
 busy origin saw p99 2-3 s and max 2.4-4.4 s, all of it the first request of the connections
-accepted last (docs/notes: tail-latency.md; server-side scheduling delays stayed under 0.3 s).
+accepted last (server-side scheduling delays stayed under 0.3 s meanwhile).
 :func:`serve_listener` accepts what the queue holds (up to :data:`ACCEPTS_PER_PASS`) each time
 the listening socket is readable, then waits for it again (a pass: other tasks run).
 
