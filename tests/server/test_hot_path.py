@@ -305,6 +305,28 @@ async def test_writes_that_never_wait_still_yield_every_fairness_slice() -> None
     assert slices - 1 <= during <= slices + 1, during
 
 
+async def test_a_write_that_raises_cancelled_wrote_nothing(tmp_path: Path) -> None:
+    # The connection counts a body write's bytes when the write returns (the exchange's
+    # bytes_sent, the soak's "proxy sent >= clients read"): a cancel may stop the stream at the
+    # fairness checkpoint, but never after bytes left that the write then does not report.
+    chunk = b"x" * FAIRNESS_BYTES
+
+    async def never_called() -> None:
+        raise AssertionError("a file never closes")
+
+    reported = 0
+    with (tmp_path / "sent").open("wb") as sent:
+        writer = SocketWriter(_Fd(sent.fileno()), trio.Lock(), never_called)  # type: ignore[arg-type]
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            for _ in range(3):
+                await writer.write((chunk,))
+                reported += len(chunk)
+        written = os.fstat(sent.fileno()).st_size
+    assert scope.cancelled_caught  # the checkpoint let the cancel in
+    assert written == reported == FAIRNESS_BYTES
+
+
 class _Fd:
     """A file descriptor with a socket's ``fileno()``."""
 

@@ -26,6 +26,7 @@ from trio_range.server._hypercorn_hooks import (
     new_connection_state,
     wrap_asgi,
 )
+from trio_range.server.accepting import serve_listener
 from trio_range.server.app import RangeApp
 from trio_range.server.file_region import SEND_FILE_KEY
 from trio_range.server.registry import ConnectionRegistry
@@ -137,13 +138,12 @@ async def serve_app(
             task_status.started([url])
             try:
                 async with listener, trio.open_nursery() as accepting:
+                    # All waiting connections per pass, not one (accepting.py says why).
                     accepting.start_soon(
-                        partial(
-                            trio.serve_listeners,
-                            partial(registry.handle, serve_connection=serve_connection),
-                            [listener],
-                            handler_nursery=connections,
-                        )
+                        serve_listener,
+                        listening,
+                        partial(registry.handle, serve_connection=serve_connection),
+                        connections,
                     )
                     if shutdown_trigger is None:
                         await trio.sleep_forever()

@@ -12,8 +12,9 @@ response never leaves half a message on the wire.
 
 Fairness: a response whose writes never block would never yield either, and one fast stream
 would starve every other connection of this worker, and could not be cancelled; the writer
-checkpoints (yields, and lets a cancel in) after every :data:`FAIRNESS_BYTES` written without
-a wait, between writes.
+yields after every :data:`FAIRNESS_BYTES` written without a wait, between writes, and lets a
+cancel in at the start of the next write: a write that raises ``Cancelled`` wrote nothing, so
+the bytes a caller counts when its writes return are the bytes that left.
 
 It also holds a response head (:meth:`hold`) until the next write, so a small response's head
 and body leave in one ``send`` (one syscall, one packet). Every write sends a held head first,
@@ -47,7 +48,15 @@ Piece = bytes | bytearray | memoryview | KernelRegion
 class SocketWriter:
     """Writes to one connection's socket; all of the connection's writes go through it."""
 
-    __slots__ = ("_closed", "_held", "_lock", "_socket", "_unyielded", "locked_writes")
+    __slots__ = (
+        "_closed",
+        "_held",
+        "_lock",
+        "_socket",
+        "_unyielded",
+        "_yielded",
+        "locked_writes",
+    )
 
     def __init__(
         self,
@@ -61,6 +70,7 @@ class SocketWriter:
         self._closed = closed
         self._held = b""
         self._unyielded = 0
+        self._yielded = False  # a fairness checkpoint held a cancel back
         # Writes that could not complete at once and went the locked, waiting way.
         self.locked_writes = 0
 
@@ -87,6 +97,10 @@ class SocketWriter:
         way (its protocol is then told, as Hypercorn reports a failed write); a file or an
         upstream that ends early raises StreamAborted.
         """
+        if self._yielded:
+            # The cancel the last fairness checkpoint held back gets in here, before any byte.
+            self._yielded = False
+            await trio.lowlevel.checkpoint_if_cancelled()
         # Bytes at the end of pieces[0] that belong to a file region (one read into memory).
         region_tail = 0
         if self._held:
@@ -162,9 +176,11 @@ class SocketWriter:
             if owned:
                 self._lock.release()
         if self._unyielded >= FAIRNESS_BYTES:
-            # After the write, never inside it: a cancel here leaves no half message.
+            # After the write, never inside it. Shielded: this write's bytes left, and the
+            # caller must see it return to count them; a cancel gets in at the next write.
             self._unyielded = 0
-            await trio.lowlevel.checkpoint()
+            self._yielded = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return region_written
 
 
