@@ -276,12 +276,13 @@ async def test_upstream_hanging_before_headers_answers_504(nursery: trio.Nursery
     assert stats["upstream"]["errors"]["timeout"] == 1
 
 
+@pytest.mark.parametrize("splice", [True, False], ids=["spliced", "copied"])
 @pytest.mark.parametrize("behaviour", ["truncate", "reset", "hang_mid_body"])
 async def test_broken_upstream_body_aborts_the_client_connection(
-    nursery: trio.Nursery, behaviour: str
+    nursery: trio.Nursery, behaviour: str, splice: bool
 ) -> None:
     async with open_faulty_upstream(behaviour) as upstream:  # type: ignore[arg-type]
-        url = await start_proxy(nursery, upstream.url, read_timeout_s=0.3)
+        url = await start_proxy(nursery, upstream.url, read_timeout_s=0.3, splice=splice)
         received = 0
         async with httpx.AsyncClient() as client, client.stream("GET", url + "/x") as response:
             declared = int(response.headers["content-length"])

@@ -24,6 +24,7 @@ import httpx2
 import pytest
 import trio
 
+from tests.support.faulty_upstream import RawConnection
 from tests.support.servers import proxy_config
 from trio_range.errors import UpstreamError
 from trio_range.proxy.pool import UpstreamConnection
@@ -61,16 +62,10 @@ class FramingUpstream:
     async def handle(self, stream: trio.abc.Stream) -> None:
         self.accepted += 1
         self.live += 1
-        buffer = bytearray()
+        heads = RawConnection(stream)
         try:
-            while True:
-                while (end := buffer.find(b"\r\n\r\n")) < 0:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                method, target, _ = bytes(buffer[:end]).split(b"\r\n")[0].split(b" ")
-                del buffer[: end + 4]
+            while (head := await heads.read_head()) is not None:
+                method, target, _ = head.split(b"\r\n")[0].split(b" ")
                 answer, close = self.answer(method.decode(), target.decode())
                 await stream.send_all(answer)
                 if close or self.close_idle:

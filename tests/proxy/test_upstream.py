@@ -30,6 +30,7 @@ import httpx
 import pytest
 import trio
 
+from tests.support.faulty_upstream import RawConnection
 from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.config import ProxyConfig
 from trio_range.proxy import app as proxy
@@ -67,17 +68,11 @@ class SlowHeadUpstream:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections_accepted += 1
-        buffer = bytearray()
+        heads = RawConnection(stream)
         try:
             with trio.move_on_after(30):
-                while True:
-                    while (end := buffer.find(b"\r\n\r\n")) < 0:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        buffer += data
-                    streaming = buffer.startswith(b"GET /stream")
-                    del buffer[: end + 4]
+                while (head := await heads.read_head()) is not None:
+                    streaming = head.startswith(b"GET /stream")
                     self.heads_seen += 1
                     if streaming:
                         await stream.send_all(

@@ -49,7 +49,7 @@ import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Generic, Literal, TypeVar, get_args
 
 import trio
 
@@ -178,7 +178,7 @@ class FaultyUpstream:
         self.connections_accepted += 1
         try:
             with trio.move_on_after(MAX_CONNECTION_S):
-                await _BEHAVIOURS[self.behaviour](self, _Connection(stream))
+                await _BEHAVIOURS[self.behaviour](self, RawConnection(stream))
         except _PeerGone:
             self._note_peer_gone()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -190,7 +190,7 @@ class FaultyUpstream:
             self.connections_closed += 1
             self._progress.unpark_all()
 
-    async def _serve_ok(self, conn: _Connection) -> None:
+    async def _serve_ok(self, conn: SocketConnection) -> None:
         while (head := await conn.read_head()) is not None:
             self._note_request(head)
             await conn.send_response(
@@ -204,7 +204,7 @@ class FaultyUpstream:
             )
             self.bytes_sent += len(OK_BODY)
 
-    async def _serve_echo_headers(self, conn: _Connection) -> None:
+    async def _serve_echo_headers(self, conn: SocketConnection) -> None:
         head = await conn.read_head()
         if head is None:
             return
@@ -230,7 +230,7 @@ class FaultyUpstream:
             body,
         )
 
-    async def _serve_hang_before_headers(self, conn: _Connection) -> None:
+    async def _serve_hang_before_headers(self, conn: SocketConnection) -> None:
         head = await conn.read_head()
         if head is None:
             return
@@ -238,7 +238,11 @@ class FaultyUpstream:
         await conn.wait_peer_gone()
 
     async def _send_declared_then(
-        self, conn: _Connection, declared: int, sent: int, then: Callable[[], Awaitable[None]]
+        self,
+        conn: SocketConnection,
+        declared: int,
+        sent: int,
+        then: Callable[[], Awaitable[None]],
     ) -> None:
         head = await conn.read_head()
         if head is None:
@@ -251,12 +255,12 @@ class FaultyUpstream:
         self.bytes_sent += sent
         await then()
 
-    async def _serve_hang_mid_body(self, conn: _Connection) -> None:
+    async def _serve_hang_mid_body(self, conn: SocketConnection) -> None:
         await self._send_declared_then(
             conn, HANG_DECLARED_BYTES, HANG_SENT_BYTES, conn.wait_peer_gone
         )
 
-    async def _serve_truncate(self, conn: _Connection) -> None:
+    async def _serve_truncate(self, conn: SocketConnection) -> None:
         async def close_cleanly() -> None:
             # Nothing to do: _handle's aclose sends FIN with no unread request bytes pending.
             pass
@@ -265,7 +269,7 @@ class FaultyUpstream:
             conn, HANG_DECLARED_BYTES, TRUNCATE_SENT_BYTES, close_cleanly
         )
 
-    async def _serve_reset(self, conn: _Connection) -> None:
+    async def _serve_reset(self, conn: SocketConnection) -> None:
         async def reset() -> None:
             # close() with SO_LINGER on and a zero timeout discards the send queue and sends
             # RST; wait until the peer's kernel has acknowledged every byte, so it always gets
@@ -277,7 +281,7 @@ class FaultyUpstream:
 
         await self._send_declared_then(conn, HANG_DECLARED_BYTES, TRUNCATE_SENT_BYTES, reset)
 
-    async def _serve_slow_body(self, conn: _Connection) -> None:
+    async def _serve_slow_body(self, conn: SocketConnection) -> None:
         head = await conn.read_head()
         if head is None:
             return
@@ -295,7 +299,7 @@ class FaultyUpstream:
             self.bytes_sent += SLOW_PIECE_BYTES
             self.piece_sent_at.append(trio.current_time())
 
-    async def _serve_stream_forever(self, conn: _Connection) -> None:
+    async def _serve_stream_forever(self, conn: SocketConnection) -> None:
         head = await conn.read_head()
         if head is None:
             return
@@ -329,10 +333,14 @@ class FaultyUpstream:
             nursery.start_soon(first_to_notice, send_until_gone)
 
 
-class _Connection:
-    """Reading request heads and writing responses on one accepted stream."""
+StreamT = TypeVar("StreamT", bound=trio.abc.Stream)
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+
+class RawConnection(Generic[StreamT]):
+    """Reading request heads and writing responses on one accepted stream (the test upstreams
+    of tests/proxy share it)."""
+
+    def __init__(self, stream: StreamT) -> None:
         self.stream = stream
         self._buffer = bytearray()
 
@@ -379,7 +387,9 @@ class _Connection:
         raise _PeerGone
 
 
-_BEHAVIOURS: dict[str, Callable[[FaultyUpstream, _Connection], Awaitable[None]]] = {
+SocketConnection = RawConnection[trio.SocketStream]
+
+_BEHAVIOURS: dict[str, Callable[[FaultyUpstream, SocketConnection], Awaitable[None]]] = {
     "ok": FaultyUpstream._serve_ok,
     "echo_headers": FaultyUpstream._serve_echo_headers,
     "hang_before_headers": FaultyUpstream._serve_hang_before_headers,
