@@ -18,9 +18,10 @@ traps of the stock class are fixed here (docs/references.md, "The stack"):
   bytes and aborts the client connection (no final empty body message, so Hypercorn closes the
   socket) instead of sending a short message.
 
-Body items are bytes, or :class:`~trio_range.server.file_region.FileRegion` items that the
-connection hands to the server's sendfile writer; whether a region is sent or read is the
-origin's choice (origin/file_body.py), made where the file is known.
+Body items are bytes, or :class:`~trio_range.server.file_region.KernelRegion` items (file
+regions, spliced upstream bodies) that the connection hands to the server's writer; whether a
+file region is sent or read is decided in one place (server/file_body.py), where the file is
+known.
 
 It also applies no ``RESPONSE_TIMEOUT``: a paused video legitimately streams for hours, and
 sends header names as the app set them (:func:`send_response`), where Quart lowercases them.
@@ -241,7 +242,7 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
 
 
 async def _send_body(send: ASGISendCallable, data: object) -> None:
-    # FileRegion items pass as they are: _ObservedSend hands them to the sendfile writer.
+    # Kernel regions pass as they are: _ObservedSend hands them to the server's writer.
     body = data.encode() if isinstance(data, str) else data
     await send(
         cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": body, "more_body": True})
@@ -270,9 +271,9 @@ def _field_bytes(text: str) -> bytes:
 class _ObservedSend:
     """Wraps the ASGI ``send`` to count body bytes and refuse to complete a short body.
 
-    It also hands :class:`~trio_range.server.file_region.FileRegion` body items to the
-    server's sendfile writer, which only trio_range's own server has (serving.py): an app
-    yields regions only where ``can_send_file`` said so.
+    It also hands :class:`~trio_range.server.file_region.KernelRegion` body items (file and
+    spliced regions) to the server's writer, which only trio_range's own server has
+    (serving.py): an app yields regions only where ``can_send_file`` said so.
     """
 
     __slots__ = ("_complete", "_exchange", "_observer", "_send", "_send_file")
