@@ -33,23 +33,21 @@ _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 class UpstreamConnection:
     """One TCP (or TLS) connection to the upstream; used by one lease at a time."""
 
-    __slots__ = ("_pipe", "idle_since", "raw", "requests", "sock", "stream")
+    __slots__ = ("_pipe", "idle_since", "plain", "raw", "requests", "sock", "stream")
 
     def __init__(
         self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream], raw: socket.socket
     ) -> None:
         self.stream = stream
-        plain = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-        self.sock: Any = plain.socket  # trio's socket: its close tells trio's waiters
+        # Whether bytes on the socket are the HTTP bytes (no TLS): splice can move them, and
+        # reads and writes go straight to the socket.
+        self.plain = not isinstance(stream, trio.SSLStream)
+        tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
+        self.sock: Any = tcp.socket  # trio's socket: its close tells trio's waiters
         self.raw = raw  # the same socket as the stdlib object: non-blocking peeks, splice
         self.idle_since = 0.0
         self.requests = 0  # answered on this connection so far
         self._pipe: Pipe | None = None
-
-    @property
-    def plain(self) -> bool:
-        """Whether bytes on the socket are the HTTP bytes (no TLS): splice can move them."""
-        return not isinstance(self.stream, trio.SSLStream)
 
     async def receive(self, max_bytes: int, timeout_s: float) -> bytes:
         """Up to ``max_bytes`` (a fresh bytes object, handed on without copies); b"" at EOF.
@@ -58,9 +56,8 @@ class UpstreamConnection:
         pass per call, where trio's socket methods take two (a checkpoint before the syscall
         and a shielded one after): a small request makes several of these.
         """
-        deadline = trio.current_time() + timeout_s
-        if isinstance(self.stream, trio.SSLStream):
-            with trio.CancelScope(deadline=deadline):
+        if not self.plain:
+            with trio.CancelScope(deadline=trio.current_time() + timeout_s):
                 data = await self.stream.receive_some(max_bytes)
                 return data if isinstance(data, bytes) else bytes(data)
             raise trio.TooSlowError
@@ -72,6 +69,7 @@ class UpstreamConnection:
         else:
             await trio.lowlevel.checkpoint()
             return data
+        deadline = trio.current_time() + timeout_s
         while True:
             with trio.CancelScope(deadline=deadline) as scope:
                 await trio.lowlevel.wait_readable(raw)
