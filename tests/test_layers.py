@@ -147,6 +147,23 @@ def test_servers_load_no_redis_code_without_a_redis_backend() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_a_proxy_without_a_cache_or_a_scrape_loads_neither() -> None:
+    # Issue 14: the proxy's RSS is mostly what it imports. The slice cache is imported only
+    # when cache_dir is set, prometheus_client (~1 MiB) only by the first /metrics scrape.
+    code = (
+        "import sys, trio_range.proxy, trio_range.cli\n"
+        "from trio_range.config import ProxyConfig\n"
+        "from trio_range.proxy import create_app\n"
+        "create_app(ProxyConfig(upstream='http://127.0.0.1:9'))\n"
+        "lazy = ('trio_range.proxy.cache', 'prometheus_client', 'trio_range.stats.prometheus')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(lazy)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 def test_benchmarks_and_tests_do_not_import_each_other() -> None:
     # Tests check and benchmarks measure: a change to a test helper must not move a figure,
     # and `make test` must not depend on code that only `make bench` runs. What both need

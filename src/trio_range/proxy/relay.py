@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from quart import Response, request
@@ -35,14 +36,15 @@ from trio_range.http.relay import (
     upstream_target,
 )
 from trio_range.http.token_bucket import Pacing, pacing_for
-from trio_range.proxy.cache.cache import SliceCache
-from trio_range.proxy.cache.serve import serve_cached
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_region import can_send_file
 from trio_range.server.pacing import paced
 from trio_range.stats.store import StatsStore
+
+if TYPE_CHECKING:  # loaded only when cache_dir is set: a proxy without a cache never imports it
+    from trio_range.proxy.cache.cache import SliceCache
 
 log = logging.getLogger("trio_range.proxy")
 
@@ -63,13 +65,18 @@ class ProxySite:
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
         upstream, host = Upstream(config), urlsplit(config.upstream).netloc
-        cache = SliceCache(config, upstream, stats, host) if config.cache_dir else None
-        return cls(config, upstream, stats, host, cache)
+        if not config.cache_dir:
+            return cls(config, upstream, stats, host)
+        from trio_range.proxy.cache.cache import SliceCache
+
+        return cls(config, upstream, stats, host, SliceCache(config, upstream, stats, host))
 
 
 async def relay(site: ProxySite) -> Response:
     """Relay the current request upstream and stream the answer back."""
     if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
+        from trio_range.proxy.cache.serve import serve_cached
+
         try:
             cached = await serve_cached(
                 site.cache, _CACHE_LIMITS, response_pacing(site.config, [], request.path)

@@ -29,6 +29,7 @@ from trio_range.server._hypercorn_hooks import (
 from trio_range.server.accepting import serve_listener
 from trio_range.server.app import RangeApp
 from trio_range.server.file_region import SEND_FILE_KEY
+from trio_range.server.heap import release_free_heap
 from trio_range.server.registry import ConnectionRegistry
 
 log = logging.getLogger("trio_range")
@@ -133,6 +134,7 @@ async def serve_app(
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
+        release_free_heap()  # what importing and starting freed goes back (heap.py says why)
         async with trio.open_nursery() as connections:
             log.info("Running on %s (Ctrl-C to stop)", url)
             task_status.started([url])

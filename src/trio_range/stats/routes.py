@@ -12,13 +12,16 @@ from __future__ import annotations
 import hmac
 import html
 import json
+from typing import TYPE_CHECKING
 
 from quart import Quart, Request, Response, request
 
 from trio_range.assets import static_text
 from trio_range.config import ServerConfig
-from trio_range.stats.prometheus import metrics_registry, render
 from trio_range.stats.store import StatsStore
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 METHODS = ["GET", "HEAD"]
 REALM = "trio_range"
@@ -100,14 +103,20 @@ def install_stats_routes(app: Quart, store: StatsStore, config: ServerConfig) ->
             return response
 
     if config.metrics_path:
-        registry = metrics_registry(store)
+        registry: list[CollectorRegistry] = []  # made at the first scrape (see below)
 
         @app.route(config.metrics_path, methods=METHODS, provide_automatic_options=False)
         async def metrics_view() -> Response:
             denied = unauthorized(request, token)
             if denied is not None:
                 return denied
-            body, content_type = render(registry, request.headers.get("Accept"))
+            # prometheus_client (~1 MiB of RSS) is loaded by the first scrape, not at start:
+            # a proxy nobody scrapes never carries it (issue 14).
+            from trio_range.stats.prometheus import metrics_registry, render
+
+            if not registry:
+                registry.append(metrics_registry(store))
+            body, content_type = render(registry[0], request.headers.get("Accept"))
             response = Response(body, content_type=content_type)
             response.headers["Cache-Control"] = "no-store"
             return response
