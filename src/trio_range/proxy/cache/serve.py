@@ -40,8 +40,13 @@ from trio_range.proxy.cache.fills import Waiter
 from trio_range.proxy.cache.store import ObjectRecord
 from trio_range.server.common import fields_response
 from trio_range.server.exchange import Exchange, current_exchange
-from trio_range.server.file_body import file_body
-from trio_range.server.file_region import SENDFILE_REGION_BYTES, FileRegion, can_send_file
+from trio_range.server.file_body import file_body, pages_cached
+from trio_range.server.file_region import (
+    SENDFILE_REGION_BYTES,
+    FileRegion,
+    FileRegionChain,
+    can_send_file,
+)
 from trio_range.server.pacing import BodyItem, paced
 
 # Pieces of a stored slice read into bytes when sendfile cannot be used (the origin's default).
@@ -155,20 +160,75 @@ async def _cached_body(
     exchange: Exchange,
     *,
     sendfile: bool,
-) -> AsyncIterator[bytes | FileRegion]:
-    """The body items of ``segments``, from stored slices or their fills, of one version."""
+) -> AsyncIterator[BodyItem]:
+    """The body items of ``segments``, from stored slices or their fills, of one version.
+
+    Stored slices whose pages are cached go out as sendfile regions, consecutive ones chained
+    (FileRegionChain) up to the origin's region size: slices are 1 MiB by default, and every
+    body item costs Python steps through the stack, so 1 MiB items sent a 1 GiB hit at 0.66x
+    the origin's 2 MiB ones. Their files stay open until the chain is sent (an evicted slice
+    stays readable through its open descriptor).
+    """
+    batch: list[FileRegion] = []  # open slice regions not sent yet
     try:
         for segment in segments:
             if isinstance(segment, bytes):
+                if batch:
+                    yield _chained(batch)
+                    _sent(cache, batch)
                 yield segment
                 continue
             for piece in slice_pieces(segment, cache.slice_size):
                 held = waiter if waiter is not None and waiter.fill.index == piece.index else None
+                region = None
+                if held is None and sendfile and piece.length <= SENDFILE_REGION_BYTES:
+                    region = _stored_region(cache, record, piece)
+                if region is not None:
+                    if batch and _chained(batch).count + region.count > SENDFILE_REGION_BYTES:
+                        yield _chained(batch)
+                        _sent(cache, batch)
+                    batch.append(region)
+                    continue
+                if batch:
+                    yield _chained(batch)
+                    _sent(cache, batch)
                 async for item in _piece(cache, record, piece, held, exchange, sendfile=sendfile):
                     yield item
+        if batch:
+            yield _chained(batch)
+            _sent(cache, batch)
     finally:
+        for region in batch:
+            os.close(region.fd)
         if waiter is not None:
             waiter.release()
+
+
+def _chained(batch: list[FileRegion]) -> FileRegion | FileRegionChain:
+    return batch[0] if len(batch) == 1 else FileRegionChain.of(tuple(batch))
+
+
+def _sent(cache: SliceCache, batch: list[FileRegion]) -> None:
+    """Close the files of regions sent, count their bytes, empty the batch."""
+    for region in batch:
+        os.close(region.fd)
+    cache.stats.record_cache("bytes_from_cache", sum(region.count for region in batch))
+    batch.clear()
+
+
+def _stored_region(cache: SliceCache, record: ObjectRecord, piece: SlicePiece) -> FileRegion | None:
+    """The piece as a region of its open slice file when stored with its pages cached, or None
+    (then :func:`_piece` reads it, or fetches it)."""
+    length = slice_span(piece.index, cache.slice_size, record.size).length
+    try:
+        stored = cache.store.open_slice(record.key, piece.index, record.etag, record.size, length)
+    except KeyError:
+        return None
+    region = FileRegion(stored.fd, stored.data_offset + piece.offset, piece.length)
+    if pages_cached(region):
+        return region
+    os.close(stored.fd)
+    return None
 
 
 async def _piece(
