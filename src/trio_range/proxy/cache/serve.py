@@ -67,24 +67,26 @@ async def serve_cached(
     Raises UpstreamError when the fill that had to learn the object failed (the relay answers
     502/503/504 as for any upstream failure).
     """
-    headers = request.headers
     scope = request.scope
     exchange = current_exchange()
+    # The request's fields as the connection read them (Werkzeug's Headers raise and catch a
+    # KeyError per absent name: seven of them per hit, as the origin found, server/exchange.py).
+    field, method = exchange.field, exchange.method
     # Counted when the exchange ends: a "hit" turns "miss" if its body needed a fill.
     exchange.resources.callback(_count_request, cache, exchange)
     reason = request_bypasses_cache(
-        request.method, headers.get("Cache-Control"), has_authorization="Authorization" in headers
+        method, field(b"cache-control"), has_authorization=b"authorization" in exchange.fields
     )
     path = upstream_target(scope.get("raw_path") or b"/", b"")
     key = cache_key(path, scope["query_string"].decode("latin-1"))
     if reason is not None or not cache.running or cache.bypassed(key):
         exchange.cache = "bypass"
         return None
-    range_header, range_query = headers.get("Range"), query_range(scope["query_string"])
+    range_header, range_query = exchange.range_header, query_range(scope["query_string"])
     record = cache.record(key)
     label, waiter = "hit", None
     if record is None or not cache.is_fresh(record):
-        if request.method == "HEAD" and record is None:
+        if method == "HEAD" and record is None:
             exchange.cache = "bypass"  # a HEAD is not worth a slice fetch
             return None
         index = first_slice_wanted(range_header, range_query, cache.slice_size)
@@ -117,12 +119,12 @@ async def serve_cached(
     exchange.cache = label
     plan = plan_response(
         ConditionalRequest(
-            method=request.method,
-            if_match=headers.get("If-Match"),
-            if_none_match=headers.get("If-None-Match"),
-            if_modified_since=headers.get("If-Modified-Since"),
-            if_unmodified_since=headers.get("If-Unmodified-Since"),
-            if_range=headers.get("If-Range"),
+            method=method,
+            if_match=field(b"if-match"),
+            if_none_match=field(b"if-none-match"),
+            if_modified_since=field(b"if-modified-since"),
+            if_unmodified_since=field(b"if-unmodified-since"),
+            if_range=field(b"if-range"),
         ),
         range_header,
         range_query,
@@ -132,7 +134,7 @@ async def serve_cached(
     exchange.range_outcome = range_outcome_label(plan)
     exchange.if_range_failed = plan.if_range_failed
     body: AsyncIterator[BodyItem] | None = None
-    if request.method != "HEAD" and plan.body:
+    if method != "HEAD" and plan.body:
         body = _cached_body(
             cache, record, plan.body, waiter, exchange, sendfile=can_send_file(scope)
         )
