@@ -142,11 +142,12 @@ async def serve_cached(
             body = paced(body, pacing, exchange)
     elif waiter is not None:
         waiter.release()
-    response = fields_response(plan.status, plan.headers, body)
+    # Added with the plan's fields: each later Werkzeug Headers assignment scans the list.
+    fields = list(plan.headers)
     if record.cache_control:
-        response.headers["Cache-Control"] = record.cache_control
-    response.headers["Age"] = str(max(0, int(cache.clock() - record.stored_at)))
-    return response
+        fields.append(("Cache-Control", record.cache_control))
+    fields.append(("Age", str(max(0, int(cache.clock() - record.stored_at)))))
+    return fields_response(plan.status, fields, body)
 
 
 def _count_request(cache: SliceCache, exchange: Exchange) -> None:
