@@ -28,6 +28,8 @@ from trio_range.server.file_body import pages_cached, read_region
 from trio_range.server.file_region import (
     SENDFILE_REGION_BYTES,
     FileRegion,
+    FileRegionChain,
+    KernelRegion,
     file_regions,
     sendfile_region,
 )
@@ -154,23 +156,30 @@ async def test_read_region_reads_cached_and_cold_pages_and_refuses_a_short_file(
         await read_region(FileRegion(data_fd, len(DATA) - 100, 1000))
 
 
+async def sent_through(
+    left: trio.socket.SocketType, right: trio.socket.SocketType, region: KernelRegion
+) -> bytes:
+    """What ``right`` receives of ``region`` written to ``left`` (which must write it all)."""
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < region.count:
+            received.extend(await right.recv(65536))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            assert await region.send_to(left) == region.count
+    return bytes(received)
+
+
 async def test_sendfile_region_writes_the_bytes_through_a_full_socket(data_fd: int) -> None:
     left, right = trio.socket.socketpair()
     with left, right:
         # Small buffers: the region is written in many sendfile calls with waits in between.
         left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
         region = FileRegion(data_fd, 5, 1_500_000)
-        received = bytearray()
-
-        async def read_all() -> None:
-            while len(received) < region.count:
-                received.extend(await right.recv(65536))
-
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_all)
-                assert await sendfile_region(left, region) == region.count
-        assert bytes(received) == DATA[5 : 5 + region.count]
+        assert await sent_through(left, right, region) == DATA[5 : 5 + region.count]
 
         with pytest.raises(StreamAborted, match="bytes short"):
             await sendfile_region(left, FileRegion(data_fd, len(DATA) - 10, 20))
@@ -179,6 +188,43 @@ async def test_sendfile_region_writes_the_bytes_through_a_full_socket(data_fd: i
         with trio.fail_after(5):
             while (written := await sendfile_region(left, FileRegion(data_fd, 0, 100_000))) > 0:
                 assert written <= 100_000
+        assert written == 0
+
+
+@given(
+    counts=st.lists(st.integers(1, 1000), min_size=1, max_size=4),
+    cut=st.tuples(st.integers(0, 4000), st.integers(0, 4000)),
+)
+def test_a_chain_cut_is_the_same_bytes_of_the_same_files(
+    counts: list[int], cut: tuple[int, int]
+) -> None:
+    parts = tuple(FileRegion(fd, 10 * fd, count) for fd, count in enumerate(counts, 3))
+    chain = FileRegionChain.of(parts)
+    assert len(chain) == sum(counts)
+    start = min(cut[0], chain.count)
+    count = min(cut[1], chain.count - start)
+
+    def positions(regions: tuple[FileRegion, ...]) -> list[tuple[int, int]]:
+        return [(r.fd, r.offset + i) for r in regions for i in range(r.count)]
+
+    piece = chain.cut(start, count)
+    assert piece.count == count
+    assert all(part.count > 0 for part in piece.parts)
+    assert positions(piece.parts) == positions(parts)[start : start + count]
+
+
+async def test_a_chain_sends_its_files_in_order_and_stops_at_a_gone_peer(
+    data_fd: int,
+) -> None:
+    chain = FileRegionChain.of((FileRegion(data_fd, 7, 900_000), FileRegion(data_fd, 3, 50)))
+    left, right = trio.socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        assert await sent_through(left, right, chain) == DATA[7:900_007] + DATA[3:53]
+        right.close()
+        with trio.fail_after(5):
+            while (written := await chain.send_to(left)) > 0:
+                assert written < chain.count
         assert written == 0
 
 

@@ -91,6 +91,46 @@ class FileRegion(KernelRegion):
         return StreamAborted(f"file ended at byte {self.offset + got}, {end - got} bytes short")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileRegionChain(KernelRegion):
+    """Regions of several open files sent one after the other as one body item.
+
+    The slice cache keeps an object in files of one slice each (1 MiB by default): a chain
+    lets it send regions as large as the origin's (:data:`SENDFILE_REGION_BYTES`) across slice
+    boundaries, since each body item costs Python steps through the whole ASGI stack.
+    """
+
+    parts: tuple[FileRegion, ...]
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    @classmethod
+    def of(cls, parts: tuple[FileRegion, ...]) -> FileRegionChain:
+        return cls(parts, sum(part.count for part in parts))
+
+    async def send_to(self, sock: Any) -> int:
+        written = 0
+        for part in self.parts:
+            sent = await sendfile_region(sock, part)
+            written += sent
+            if sent < part.count:
+                break
+        return written
+
+    def cut(self, start: int, count: int) -> FileRegionChain:
+        """``count`` bytes of the chain from its byte ``start`` (pacing, server/pacing.py)."""
+        parts: list[FileRegion] = []
+        position = 0
+        for part in self.parts:
+            begin, end = max(start, position), min(start + count, position + part.count)
+            if begin < end:
+                parts.append(part.cut(begin - position, end - begin))
+            position += part.count
+        return FileRegionChain.of(tuple(parts))
+
+
 def file_regions(fd: int, start: int, length: int, chunk_size: int) -> Iterator[FileRegion]:
     """``[start, start + length)`` of ``fd`` as regions of at most ``chunk_size`` bytes."""
     end = start + length

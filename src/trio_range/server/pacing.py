@@ -20,10 +20,10 @@ import trio
 
 from trio_range.http.token_bucket import Pacing, refill, start, take
 from trio_range.server.exchange import Exchange
-from trio_range.server.file_region import FileRegion
+from trio_range.server.file_region import FileRegion, FileRegionChain
 from trio_range.server.splice_region import SpliceRegion
 
-BodyItem = bytes | FileRegion | SpliceRegion
+BodyItem = bytes | FileRegion | FileRegionChain | SpliceRegion
 
 # After the burst, a paced body goes out in pieces of about an eighth of a second of rate:
 # smooth enough for a player, few enough wake-ups (8 a second per stream) to cost no CPU.
