@@ -77,8 +77,10 @@ class ResponsePlan:
     def header(self, name: str) -> str | None:
         """The value of the field ``name`` (case-insensitive), or None when absent."""
         wanted = name.lower()
+        firsts = (wanted[:1], wanted[:1].upper())
         for key, value in self.headers:
-            if key.lower() == wanted:
+            # The first letter first: a call to lower() only for a likely match (issue 13).
+            if key[:1] in firsts and key.lower() == wanted:
                 return value
         return None
 

@@ -43,6 +43,7 @@ from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
+from trio_range.server._h11_hooks import response_event
 from trio_range.server.app_queue import AppQueue
 from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
@@ -181,7 +182,8 @@ class _WireFormat:
       Date if Hypercorn's is off (the proxy's: its own answers carry one) and the server's
       ``error_headers`` (the proxy's Via: RFC 9110 §7.6.3 wants it on every message it sends).
 
-    h11 writes names with the case it is given and the reason it is given.
+    h11 writes names with the case it is given and the reason it is given. The head's fields
+    are checked once, not field by field (``_h11_hooks.response_event``).
     """
 
     __slots__ = ("_error_headers", "_fields", "_hold", "_hypercorn_stream_send", "_protocol")
@@ -213,11 +215,7 @@ class _WireFormat:
         headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
-        response = h11.Response(
-            status_code=event.status_code,
-            headers=headers,
-            reason=_REASONS.get(event.status_code, b""),
-        )
+        response = response_event(event.status_code, headers, _REASONS.get(event.status_code, b""))
         if self._hold is None:
             await protocol._send_h11_event(response)
             return

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from inspect import CO_COROUTINE
 from types import FunctionType, MethodType
-from typing import Any, cast
+from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
@@ -72,7 +72,8 @@ def current_request() -> Request:
     Each attribute read through the proxy is a context lookup of its own (about 4 Python
     calls); code that reads several attributes per request reads them from this object.
     """
-    return cast(Request, request_proxy._get_current_object())  # type: ignore[attr-defined]
+    request: Request = request_proxy._get_current_object()  # type: ignore[attr-defined]
+    return request
 
 
 def complete_empty_body(request: Request) -> None:
@@ -166,7 +167,7 @@ class QuartFastPath(QuartTrio):
                 result = await self.dispatch_request(request_context)
         except (Exception, BaseExceptionGroup) as error:
             result = await self.handle_user_exception(error)
-        return await self.finalize_request(cast(ResponseReturnValue, result), request_context)
+        return await self.finalize_request(result, request_context)
 
     async def finalize_request(
         self,
@@ -198,7 +199,7 @@ class QuartFastPath(QuartTrio):
         for function in self.before_request_funcs.get(None, ()):
             result = await self.ensure_async(function)()
             if result is not None:
-                return cast(ResponseReturnValue, result)
+                return result  # type: ignore[no-any-return]
         return None
 
     async def process_response(

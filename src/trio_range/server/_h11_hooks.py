@@ -1,0 +1,69 @@
+"""Every use of h11's private internals, in one guarded place.
+
+h11 validates every field of an event it is given, one field at a time: two regex matches,
+two ``bytesify`` and their ``isinstance`` checks per field, about 90 Python calls of a small
+range response's head (issue 13), for fields that Hypercorn has already turned into stripped
+bytes. :func:`response_event` checks all the fields of a response at once, with one match of
+h11's own field-name and field-value patterns (so exactly what h11 accepts passes), then builds
+the event the way h11 builds the events its parser made: ``_parsed=True`` skips the per-field
+checks but keeps the rest of ``normalize_and_validate`` (one Content-Length, only chunked
+Transfer-Encoding) and the status range check. A field h11 would refuse makes
+:func:`response_event` call h11's plain constructor, which raises its own precise error.
+
+``HOOKED`` lists what is used; tests/server/test_hooks.py checks it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import h11
+from h11 import _headers as h11_headers
+
+from trio_range.server.hooks_check import Hook
+
+HOOKED: tuple[Hook, ...] = (
+    # The keyword h11's reader passes for events it parsed (h11/_events.py _ResponseBase).
+    Hook(
+        h11.Response,
+        "__init__",
+        ("self", "headers", "status_code", "http_version", "reason", "_parsed"),
+    ),
+    # The compiled patterns h11 validates each field name and value with (h11/_headers.py).
+    Hook(h11_headers, "_field_name_re", None),
+    Hook(h11_headers, "_field_value_re", None),
+)
+
+# One record per field, "name:value\n": a name (an RFC 9110 token) holds no ":" and a value
+# (h11's field_value: no NUL, no CR, LF or other whitespace but inner spaces and tabs) no
+# "\n", so the records split exactly where the fields do and each part is matched as h11
+# matches it alone.
+_FIELDS_RE = re.compile(
+    b"(?:(?:"
+    + h11_headers._field_name_re.pattern
+    + b"):(?:"
+    + h11_headers._field_value_re.pattern
+    + b")\n)*"
+)
+
+
+def response_event(
+    status_code: int, headers: list[tuple[bytes, bytes]], reason: bytes
+) -> h11.Response:
+    """``h11.Response(status_code=..., headers=..., reason=...)`` with one check of the fields.
+
+    ``headers`` are bytes (Hypercorn's ``build_and_validate_headers`` made them so), as is
+    ``reason``; anything else, and any field h11 would refuse, takes h11's own constructor.
+    """
+    try:
+        records = b"".join([name + b":" + value + b"\n" for name, value in headers])
+    except TypeError:
+        records = None
+    if (
+        records is None
+        or _FIELDS_RE.fullmatch(records) is None
+        or type(reason) is not bytes
+        or type(status_code) is not int
+    ):
+        return h11.Response(status_code=status_code, headers=headers, reason=reason)
+    return h11.Response(status_code=status_code, headers=headers, reason=reason, _parsed=True)
