@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import cast
 
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
@@ -45,6 +47,7 @@ from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
 from trio_range.server._h11_hooks import response_event
 from trio_range.server.app_queue import AppQueue
+from trio_range.server.each_second import EachSecond
 from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
 from trio_range.server.keep_alive import KeepAliveTimer
@@ -78,6 +81,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(H11Protocol, "stream_send", ("self", "event")),
     Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
     Hook(H11Protocol, "_send_h11_event", ("self", "event")),
+    Hook(H11Protocol, "_maybe_recycle", ("self",)),
     Hook(H11Protocol, "_check_protocol", ("self", "event")),
     Hook(HypercornConfig, "response_headers", ("self", "protocol")),
     Hook(HypercornConfig, "keep_alive_max_requests", None),
@@ -111,9 +115,8 @@ def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
 async def close_idle_connections(context: WorkerContext) -> None:
     """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish.
 
-    ``WorkerContext.terminated`` is the event every connection's idle timer watches
-    (``hypercorn/trio/tcp_server.py`` ``_idle_timeout``; here :class:`_KeepAliveTimer`).
-    """
+    ``WorkerContext.terminated`` is what every connection's idle timer (:class:`_KeepAliveTimer`)
+    watches."""
     await context.terminated.set()
 
 
@@ -121,9 +124,8 @@ def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     """Whether Hypercorn's stream behind the ASGI ``send`` is closed (False for other servers).
 
     Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and
-    returns normally (``hypercorn/protocol/http_stream.py``: ``if not self.closed``), so an
-    app cannot tell a delivered chunk from a discarded one. Its ``closed`` flag can.
-    """
+    returns normally, so an app cannot tell a delivered chunk from a discarded one. Its
+    ``closed`` flag can."""
     return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
@@ -144,27 +146,6 @@ def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
     return [
         (_CANONICAL_NAMES.get(name, name), value) for name, value in config.response_headers("h11")
     ]
-
-
-class _FieldsEachSecond:
-    """:func:`_hypercorn_fields`, made once per second: the Date changes no more often.
-
-    Hypercorn formats the date (and builds the list) for every response.
-    """
-
-    __slots__ = ("_config", "_fields", "_second")
-
-    def __init__(self, config: HypercornConfig) -> None:
-        self._config = config
-        self._second = -1
-        self._fields: list[tuple[bytes, bytes]] = []
-
-    def __call__(self) -> list[tuple[bytes, bytes]]:
-        second = int(time.time())
-        if second != self._second:
-            self._fields = _hypercorn_fields(self._config)
-            self._second = second
-        return self._fields
 
 
 class _WireFormat:
@@ -199,7 +180,7 @@ class _WireFormat:
         self._error_headers = list(error_headers)
         # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
         self._hold = hold
-        self._fields = _FieldsEachSecond(protocol.config)
+        self._fields = EachSecond(partial(_hypercorn_fields, protocol.config))
 
     def install(self) -> None:
         # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
@@ -208,10 +189,20 @@ class _WireFormat:
         protocol._send_error_response = self.send_error_response  # type: ignore[method-assign]
 
     async def stream_send(self, event: StreamEvent) -> None:
+        protocol = self._protocol
+        kind = type(event)  # a response's events by type (Hypercorn: 3-7 isinstance each)
+        if kind is Body:
+            await protocol._send_h11_event(h11.Data(data=event.data))  # type: ignore[attr-defined]
+            return
+        if kind is EndBody:
+            await protocol._send_h11_event(h11.EndOfMessage())
+            return
+        if kind is StreamClosed:
+            await protocol._maybe_recycle()
+            return
         if not isinstance(event, StreamResponse) or event.status_code < 200:
             await self._hypercorn_stream_send(event)
             return
-        protocol = self._protocol
         headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
