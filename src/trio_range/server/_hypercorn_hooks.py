@@ -22,7 +22,7 @@ from typing import cast
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response as StreamResponse
@@ -71,6 +71,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(TCPServer, "protocol_send", ("self", "event")),
     Hook(TCPServer, "_read_data", ("self",)),
     Hook(TCPServer, "_initiate_server_close", ("self",)),
+    Hook(TCPServer, "_idle_timeout", ("self",)),
     Hook(TCPServer, "run", ("self",)),
     Hook(TrioSingleTask, "restart", ("self", "task_group", "action")),
     Hook(TrioSingleTask, "stop", ("self",)),
@@ -307,9 +308,17 @@ class ConnectionServer(TCPServer):
         # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
         # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
         # bytes at all: nothing to write.
-        if isinstance(event, RawData):
-            if event.data or self.writer.holding:
-                await self.writer.write((event.data,))
+        # By exact type: Hypercorn's events are ABCs, each isinstance two more calls (issue 13).
+        kind = type(event)
+        if kind is RawData:
+            if event.data or self.writer.holding:  # type: ignore[attr-defined]
+                await self.writer.write((event.data,))  # type: ignore[attr-defined]
+            return
+        if kind is Updated:  # Hypercorn's branch, twice a request: busy, then idle
+            if event.idle:  # type: ignore[attr-defined]
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+            else:
+                await self.idle_task.stop()
             return
         if isinstance(event, Closed):
             await self.writer.flush()  # a held head: the client sees what was answered
