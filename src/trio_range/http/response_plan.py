@@ -205,6 +205,8 @@ def range_outcome_label(plan: ResponsePlan) -> str:
     """How the plan treated the Range, in the words of the statistics."""
     outcome = plan.range_outcome
     if outcome is RangeOutcome.PARTIAL:
+        if len(plan.body) == 1:
+            return "single"  # one range goes out as one segment, no multipart framing
         parts = sum(isinstance(segment, ByteRange) for segment in plan.body)
         return "multi" if parts > 1 else "single"
     if outcome in (RangeOutcome.UNSATISFIABLE, RangeOutcome.CONFLICT):
