@@ -349,8 +349,8 @@ class _ObservedSend:
         if kind == "http.response.start":
             exchange.status = message["status"]  # type: ignore[typeddict-item]
             for name, value in message.get("headers", ()):  # type: ignore[attr-defined]
-                # The first byte first: most names are not Content-Length (67 "C", 99 "c").
-                if name[:1] in b"Cc" and name.lower() == b"content-length":
+                # The 9th byte first: not Content-Type's or Content-Range's (76 "L", 108 "l").
+                if name[8:9] in b"Ll" and name.lower() == b"content-length":
                     exchange.declared_length = int(value)
             self._observer.response_started(exchange)
             await self._send(message)
