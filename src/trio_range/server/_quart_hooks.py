@@ -13,7 +13,8 @@ them, so an upgrade that renames or reshapes one fails there instead of serving 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from inspect import CO_COROUTINE
 from types import FunctionType, MethodType
 from typing import Any
@@ -137,15 +138,39 @@ class QuartFastPath(QuartTrio):
             host = host[:-3]
         elif scheme in _PORT_443_SCHEMES and host.endswith(":443"):
             host = host[:-4]
-        return self.url_map.bind(
-            host,
-            request.root_path,
-            "",
-            scheme,
-            request.method,
-            request.path,
-            request.query_string.decode(),
-        )
+        # The adapter of the same scheme, host, root, method, path and query is the same, and
+        # so is its match: both are remembered (routes cannot change once requests are served:
+        # Quart refuses setup methods after the first one). About 40 Python calls a request.
+        key = (scheme, host, request.root_path, request.method, request.path, request.query_string)
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            bound = self.url_map.bind(
+                host,
+                request.root_path,
+                "",
+                scheme,
+                request.method,
+                request.path,
+                request.query_string.decode(),
+            )
+            adapter = _RememberingAdapter(
+                bound.map,
+                bound.server_name,
+                bound.script_name,
+                bound.subdomain,
+                bound.url_scheme,
+                bound.path_info,
+                bound.default_method,
+                bound.query_args,
+            )
+            if len(self._adapters) >= MAX_REMEMBERED_ADAPTERS:
+                self._adapters.clear()
+            self._adapters[key] = adapter
+        return adapter
+
+    @functools.cached_property
+    def _adapters(self) -> dict[tuple[object, ...], MapAdapter]:
+        return {}
 
     def ensure_async(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         # What inspect.iscoroutinefunction decides for a plain function or bound method, in
@@ -235,6 +260,46 @@ class QuartFastPath(QuartTrio):
             return await super().do_teardown_appcontext(exc)
         for function in self.teardown_appcontext_funcs:
             await self.ensure_async(function)(exc)
+
+
+# Distinct requests (scheme, host, path, query) whose URL adapter is remembered; past it the
+# memory starts over (a crawl of many distinct paths binds each once, as without it).
+MAX_REMEMBERED_ADAPTERS = 1024
+
+
+class _RememberingAdapter(MapAdapter):
+    """A ``MapAdapter`` that matches its own request once: later calls return that match.
+
+    Only the call Quart makes (``match(return_rule=True)``, the bound path and method) is
+    remembered, and only a success: a redirect, 404 or 405 is raised again each time, as
+    Werkzeug raises it. Each caller gets its own copy of the view arguments.
+    """
+
+    _found: tuple[Any, Mapping[str, Any]] | None = None
+
+    def match(
+        self,
+        path_info: str | None = None,
+        method: str | None = None,
+        return_rule: bool = False,
+        query_args: Mapping[str, Any] | str | None = None,
+        websocket: bool | None = None,
+    ) -> tuple[Any, Mapping[str, Any]]:
+        if (
+            not return_rule
+            or path_info is not None
+            or method is not None
+            or query_args is not None
+            or websocket is not None
+        ):
+            matched: tuple[Any, Mapping[str, Any]] = super().match(  # type: ignore[call-overload]
+                path_info, method, return_rule, query_args, websocket
+            )
+            return matched
+        found = self._found
+        if found is None:
+            found = self._found = super().match(return_rule=True)
+        return found[0], dict(found[1])
 
 
 _PORT_80_SCHEMES = frozenset({"http", "ws"})
