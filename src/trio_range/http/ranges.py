@@ -135,6 +135,7 @@ def _parse_spec(text: str) -> RangeSpec:
 def _parse_range_set(text: str) -> tuple[RangeSpec, ...]:
     # range-set = 1#range-spec: OWS may surround each comma, and RFC 9110 §5.6.1.2 "a recipient
     # MUST parse and ignore a reasonable number of empty list elements".
+    specs: tuple[RangeSpec, ...]
     if "," not in text:  # one spec, the usual case: no list to split
         member = strip_ows(text)
         specs = (_parse_spec(member),) if member else ()
