@@ -58,3 +58,14 @@ def test_a_forged_header_line_is_refused() -> None:
         _h11_hooks.response_event(200, fields, b"OK")
     with pytest.raises(h11.LocalProtocolError, match="Illegal header name"):
         _h11_hooks.response_event(200, [(b"Bad Name", b"1")], b"OK")
+
+
+def test_has_field_finds_a_name_as_h11_lowered_it() -> None:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n")
+    event = connection.next_event()
+    assert isinstance(event, h11.Request)
+    assert _h11_hooks.has_field(event.headers, b"upgrade")
+    assert not _h11_hooks.has_field(event.headers, b"connection")
+    # The instance attribute the hook reads: (raw name, lowercased name, value) per field.
+    assert event.headers._full_items[1] == (b"Upgrade", b"upgrade", b"h2c")

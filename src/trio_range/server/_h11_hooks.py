@@ -11,7 +11,8 @@ most one plain Content-Length (what ``normalize_and_validate`` would keep unchan
 fields go through ``normalize_and_validate``'s own rules. A field h11 would refuse makes
 :func:`response_event` call h11's plain constructor, which raises its own precise error.
 
-``HOOKED`` lists what is used; tests/server/test_hooks.py checks it.
+:func:`has_field` reads h11's parsed fields directly. ``HOOKED`` lists what is used;
+tests/server/test_h11_hooks.py checks it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ HOOKED: tuple[Hook, ...] = (
     # The compiled patterns h11 validates each field name and value with (h11/_headers.py).
     Hook(h11_headers, "_field_name_re", None),
     Hook(h11_headers, "_field_value_re", None),
-    # h11's parsed form of the fields, (name, lowercased name, value) each, and the longest
-    # Content-Length normalize_and_validate accepts.
+    # h11's parsed form of the fields, (name, lowercased name, value) each (its _full_items),
+    # and the longest Content-Length normalize_and_validate accepts.
     Hook(h11_headers.Headers, "__init__", ("self", "full_items")),
     Hook(h11_headers, "CONTENT_LENGTH_MAX_DIGITS", None),
 )
@@ -88,3 +89,15 @@ def response_event(
     return h11.Response(
         status_code=status_code, headers=h11_headers.Headers(items), reason=reason, _parsed=True
     )
+
+
+def has_field(headers: h11_headers.Headers, lowered: bytes) -> bool:
+    """Whether an event's fields include one named ``lowered`` (lowercase bytes).
+
+    Iterating h11's ``Headers`` (a ``Sequence``) costs two Python calls a field; its list of
+    (raw name, lowercased name, value) is read directly (issue 13).
+    """
+    for _, name, _ in headers._full_items:  # noqa: SIM110 (any() of a generator: more calls)
+        if name == lowered:
+            return True
+    return False

@@ -45,7 +45,7 @@ from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
-from trio_range.server._h11_hooks import response_event
+from trio_range.server._h11_hooks import has_field, response_event
 from trio_range.server.app_queue import AppQueue
 from trio_range.server.each_second import EachSecond
 from trio_range.server.file_region import KernelRegion
@@ -253,10 +253,8 @@ def _install_protocol_check(protocol: H11Protocol) -> None:
         if event.method == b"PRI":
             await hypercorn_check(event)
             return
-        for name, _ in event.headers:
-            if name == b"upgrade":
-                await hypercorn_check(event)
-                return
+        if has_field(event.headers, b"upgrade"):
+            await hypercorn_check(event)
 
     protocol._check_protocol = check_protocol  # type: ignore[method-assign]
 
