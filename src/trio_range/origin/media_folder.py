@@ -115,9 +115,9 @@ class MediaFolder:
         if known is not None:
             # Opened as named (the kernel follows symlinks); served only if it reached the file
             # the last resolution found inside the folder (the module docstring says why).
-            # O_NOFOLLOW: a symlink named by the request is resolved each time (no identity
-            # memory for it), so no open ever starts at a link target the folder's owner
-            # changed; symlinked directories on the way are followed and then checked.
+            # O_NOFOLLOW: a symlink named by the request is resolved each time (its open fails
+            # here). Symlinked directories on the way are followed by the kernel: a file this
+            # reaches elsewhere (the link retargeted) is another inode, closed unread.
             opened = _open_regular(self._prefix + relative, _OPEN_FLAGS | os.O_NOFOLLOW)
             if opened is not None:
                 fd, st = opened
