@@ -187,10 +187,14 @@ def compare(
         wrk, candidates, path, size, rounds=rounds, seconds=seconds, clock=clock, title=kind
     )
     medians = {name: statistics.median(values) for name, values in figures.items()}
+    # Each round's pair ran back to back: their ratio drifts less with the machine's load.
+    round_ratios = [t / o for t, o in zip(figures["today"], figures["old"], strict=True)]
     return {
         "cpu_us_per_request": figures,
         "medians_us": medians,
         "ratio": medians["today"] / medians["old"],
+        "round_ratios": round_ratios,
+        "median_round_ratio": statistics.median(round_ratios),
         "old_code": package_location(old_path),
     }
 
