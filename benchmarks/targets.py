@@ -15,8 +15,13 @@ order rotated every round, medians over ``--rounds``:
                      (its default page-sized buffers make it look three times slower);
                      and the proxy process's CPU per GB vs the aiohttp proxy process's.
 - ``origin_rate``:   random 4 KiB ranges, wrk at c=64, origin vs aiohttp ``FileResponse``; and
-                     the origin process's CPU per request over those runs (report only: issue
-                     13's baseline, the code before it, cannot run in the same run).
+                     the origin process's CPU per request over those runs (reported).
+- ``origin_cpu_old``: the origin process's CPU per request under that load, vs the code before
+                     issue 13 (d49b32f, extracted from this repository's git and run beside it:
+                     benchmarks/old_commit.py).
+- ``proxy_server_side``: the proxy process's CPU per request with its upstream client replaced
+                     by an in-memory constant answer (so only its server side), vs d49b32f's
+                     proxy the same way (benchmarks/old_commit.py, _constant_upstream.py).
 - ``origin_p99``:    p99 latency of those ranges at c=16, origin vs aiohttp ``FileResponse``.
 - ``passes``:        scheduler passes and Python calls per request (exact counts, in this
                      process: benchmarks/_passes.py), the origin on trio_range's server vs the
@@ -43,7 +48,8 @@ order rotated every round, medians over ``--rounds``:
 
 Prints one table (figure, baseline, ratio, target, met) and writes
 benchmarks/results/targets.json. A row whose baseline is not installed says so and prints no
-ratio. See benchmarks/README.md, "targets". Nothing in src/ is patched.
+ratio. See benchmarks/README.md, "targets". Nothing in src/ is patched (``proxy_server_side``
+swaps, in the proxy processes it starts, the class their upstream client is built from).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import resource
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -96,6 +103,7 @@ from benchmarks._harness import (
 )
 from benchmarks._load import concurrent_streams, memory_rounds, run_wrk, stream_rounds
 from benchmarks._passes import measure as measure_in_process
+from benchmarks.old_commit import PRE_ISSUE_13, compare, extract_source
 from benchmarks.upstream_client import measure_client_cpu
 from trio_range.media_files import format_size, parse_size
 
@@ -104,6 +112,8 @@ MEASURES = (
     "proxy_stream",
     "origin_rate",
     "origin_p99",
+    "origin_cpu_old",
+    "proxy_server_side",
     "passes",
     "proxy_rate",
     "proxy_p99",
@@ -538,8 +548,8 @@ def measure_origin_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     label = "origin, random 4 KiB ranges, c=64"
     target = Target(at_least_ratio=1.0)
     rows, details = _origin_wrk(ctx, "origin_rate", 64, label, "requests_per_s", "req/s", target)
-    # Issue 13's target is <= 0.5x the pre-issue code's CPU per request, which cannot run in
-    # this run: aiohttp's FileResponse origin is the same-run baseline, reported, not judged.
+    # Issue 13's target (<= 0.5x the pre-issue code's CPU per request) is origin_cpu_old's:
+    # here aiohttp's FileResponse origin is the same-run reference, reported, not judged.
     medians = details["medians"]
     rows.append(
         make_row(
@@ -623,6 +633,53 @@ def measure_passes(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
         ),
     ]
     return rows, {"requests": requests, "figures": figures}
+
+
+def measure_against_old(ctx: Context, kind: str) -> tuple[list[Row], dict[str, Any]]:
+    """CPU per request, today's vs the code before issue 13's, same run (old_commit.py)."""
+    if kind == "origin":
+        measure, label = "origin_cpu_old", "origin CPU per request, c=64 (origin process)"
+    else:
+        measure, label = "proxy_server_side", "proxy server side: CPU per request, c=64"
+    baseline = f"the same at {PRE_ISSUE_13} (before issue 13)"
+    with tempfile.TemporaryDirectory(prefix="old-commit-") as scratch:
+        old_src, missing = extract_source(PRE_ISSUE_13, pathlib.Path(scratch))
+        if old_src is None:
+            row = make_row(
+                measure,
+                label,
+                None,
+                "us",
+                Target(at_most_ratio=0.5),
+                baseline=baseline,
+                baseline_value=None,
+                missing=missing,
+            )
+            return [row], {"missing": missing}
+        today = ctx.servers.need(ORIGIN) if kind == "origin" else None
+        found = compare(
+            ctx.servers.group,
+            kind,
+            old_src,
+            ctx.need_wrk(),
+            ctx.path,
+            ctx.size,
+            rounds=ctx.args.rounds,
+            seconds=ctx.args.rate_seconds,
+            clock=ctx.clock,
+            today=today,
+        )
+    medians = found["medians_us"]
+    row = make_row(
+        measure,
+        label,
+        medians["today"],
+        "us",
+        Target(at_most_ratio=0.5),
+        baseline=baseline,
+        baseline_value=medians["old"],
+    )
+    return [row], found
 
 
 def measure_proxy_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
@@ -1092,6 +1149,8 @@ MEASURE_FUNCTIONS: dict[str, Callable[[Context], tuple[list[Row], dict[str, Any]
     "proxy_stream": measure_proxy_stream,
     "origin_rate": measure_origin_rate,
     "origin_p99": measure_origin_p99,
+    "origin_cpu_old": lambda ctx: measure_against_old(ctx, "origin"),
+    "proxy_server_side": lambda ctx: measure_against_old(ctx, "proxy"),
     "passes": measure_passes,
     "proxy_rate": measure_proxy_rate,
     "proxy_p99": measure_proxy_p99,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import enum
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -105,10 +106,12 @@ def _is_wildcard(value: str) -> bool:
     return strip_ows(value) == "*"
 
 
+@functools.lru_cache(maxsize=256)
 def format_http_date(ts: int) -> str:
     """IMF-fixdate, the only form a sender may generate (RFC 9110 §5.6.7).
 
-    ``ts`` must lie in years 1-9999, the years IMF-fixdate can spell.
+    ``ts`` must lie in years 1-9999, the years IMF-fixdate can spell. Remembered: a file's
+    Last-Modified is formatted for every request of it (issue 13).
     """
     t = time.gmtime(ts)
     return (
@@ -259,7 +262,12 @@ def evaluate_preconditions(req: ConditionalRequest, v: Validators) -> Preconditi
 
     Step 5 (If-Range) is :func:`if_range_allows_range`, evaluated only once this proceeds.
     """
-    current = v.entity_tag
+    if req.if_match is None and req.if_none_match is None:
+        if req.if_unmodified_since is None and req.if_modified_since is None:
+            return Precondition.PROCEED  # no precondition: most requests (issue 13)
+        current = None  # only the entity-tag steps (1, 3) read it
+    else:
+        current = v.entity_tag
     # Step 1: "When recipient is the origin server and If-Match is present, evaluate the
     # If-Match precondition: if true, continue to step 3; if false, respond 412".
     if req.if_match is not None:

@@ -57,6 +57,11 @@ class OriginSite:
         return max(self.config.chunk_size_bytes, SENDFILE_REGION_BYTES)
 
 
+_CONDITIONAL_FIELDS = frozenset(
+    {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range"}
+)
+
+
 async def serve_file(site: OriginSite, relative: str) -> Response:
     """Answer the current request for the file ``relative`` of the media folder."""
     file = site.folder.open(relative)
@@ -69,16 +74,21 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         content_type=content_type_for(relative),
         validators=Validators.for_file(file.size, file.mtime_ns, file.inode),
     )
-    field = exchange.field  # the request's fields, read once by the connection
-    plan = plan_response(
-        ConditionalRequest(
+    if _CONDITIONAL_FIELDS.isdisjoint(exchange.fields):
+        # Most requests carry none: one set test, not five lookups (issue 13).
+        conditional = ConditionalRequest(method=exchange.method)
+    else:
+        field = exchange.field  # the request's fields, read once by the connection
+        conditional = ConditionalRequest(
             method=exchange.method,
             if_match=field(b"if-match"),
             if_none_match=field(b"if-none-match"),
             if_modified_since=field(b"if-modified-since"),
             if_unmodified_since=field(b"if-unmodified-since"),
             if_range=field(b"if-range"),
-        ),
+        )
+    plan = plan_response(
+        conditional,
         exchange.range_header,
         # Werkzeug parses the query into a MultiDict on first use: not for the usual none.
         request.args.get("range") if exchange.query else None,

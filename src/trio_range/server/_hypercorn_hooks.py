@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import cast
 
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
@@ -43,7 +45,9 @@ from hypercorn.utils import wrap_app
 
 from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
+from trio_range.server._h11_hooks import has_field, response_event
 from trio_range.server.app_queue import AppQueue
+from trio_range.server.each_second import EachSecond
 from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
 from trio_range.server.keep_alive import KeepAliveTimer
@@ -67,6 +71,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(TCPServer, "protocol_send", ("self", "event")),
     Hook(TCPServer, "_read_data", ("self",)),
     Hook(TCPServer, "_initiate_server_close", ("self",)),
+    Hook(TCPServer, "_idle_timeout", ("self",)),
     Hook(TCPServer, "run", ("self",)),
     Hook(TrioSingleTask, "restart", ("self", "task_group", "action")),
     Hook(TrioSingleTask, "stop", ("self",)),
@@ -77,6 +82,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(H11Protocol, "stream_send", ("self", "event")),
     Hook(H11Protocol, "_send_error_response", ("self", "status_code")),
     Hook(H11Protocol, "_send_h11_event", ("self", "event")),
+    Hook(H11Protocol, "_maybe_recycle", ("self",)),
     Hook(H11Protocol, "_check_protocol", ("self", "event")),
     Hook(HypercornConfig, "response_headers", ("self", "protocol")),
     Hook(HypercornConfig, "keep_alive_max_requests", None),
@@ -110,9 +116,8 @@ def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
 async def close_idle_connections(context: WorkerContext) -> None:
     """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish.
 
-    ``WorkerContext.terminated`` is the event every connection's idle timer watches
-    (``hypercorn/trio/tcp_server.py`` ``_idle_timeout``; here :class:`_KeepAliveTimer`).
-    """
+    ``WorkerContext.terminated`` is what every connection's idle timer (:class:`_KeepAliveTimer`)
+    watches."""
     await context.terminated.set()
 
 
@@ -120,9 +125,8 @@ def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     """Whether Hypercorn's stream behind the ASGI ``send`` is closed (False for other servers).
 
     Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and
-    returns normally (``hypercorn/protocol/http_stream.py``: ``if not self.closed``), so an
-    app cannot tell a delivered chunk from a discarded one. Its ``closed`` flag can.
-    """
+    returns normally, so an app cannot tell a delivered chunk from a discarded one. Its
+    ``closed`` flag can."""
     return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
@@ -145,27 +149,6 @@ def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class _FieldsEachSecond:
-    """:func:`_hypercorn_fields`, made once per second: the Date changes no more often.
-
-    Hypercorn formats the date (and builds the list) for every response.
-    """
-
-    __slots__ = ("_config", "_fields", "_second")
-
-    def __init__(self, config: HypercornConfig) -> None:
-        self._config = config
-        self._second = -1
-        self._fields: list[tuple[bytes, bytes]] = []
-
-    def __call__(self) -> list[tuple[bytes, bytes]]:
-        second = int(time.time())
-        if second != self._second:
-            self._fields = _hypercorn_fields(self._config)
-            self._second = second
-        return self._fields
-
-
 class _WireFormat:
     """Hypercorn's HTTP/1.1 responses with a reason phrase and canonical names for its fields.
 
@@ -181,7 +164,8 @@ class _WireFormat:
       Date if Hypercorn's is off (the proxy's: its own answers carry one) and the server's
       ``error_headers`` (the proxy's Via: RFC 9110 §7.6.3 wants it on every message it sends).
 
-    h11 writes names with the case it is given and the reason it is given.
+    h11 writes names with the case it is given and the reason it is given. The head's fields
+    are checked once, not field by field (``_h11_hooks.response_event``).
     """
 
     __slots__ = ("_error_headers", "_fields", "_hold", "_hypercorn_stream_send", "_protocol")
@@ -197,7 +181,7 @@ class _WireFormat:
         self._error_headers = list(error_headers)
         # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
         self._hold = hold
-        self._fields = _FieldsEachSecond(protocol.config)
+        self._fields = EachSecond(partial(_hypercorn_fields, protocol.config))
 
     def install(self) -> None:
         # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
@@ -206,18 +190,24 @@ class _WireFormat:
         protocol._send_error_response = self.send_error_response  # type: ignore[method-assign]
 
     async def stream_send(self, event: StreamEvent) -> None:
+        protocol = self._protocol
+        kind = type(event)  # a response's events by type (Hypercorn: 3-7 isinstance each)
+        if kind is Body:
+            await protocol._send_h11_event(h11.Data(data=event.data))  # type: ignore[attr-defined]
+            return
+        if kind is EndBody:
+            await protocol._send_h11_event(h11.EndOfMessage())
+            return
+        if kind is StreamClosed:
+            await protocol._maybe_recycle()
+            return
         if not isinstance(event, StreamResponse) or event.status_code < 200:
             await self._hypercorn_stream_send(event)
             return
-        protocol = self._protocol
         headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
-        response = h11.Response(
-            status_code=event.status_code,
-            headers=headers,
-            reason=_REASONS.get(event.status_code, b""),
-        )
+        response = response_event(event.status_code, headers, _REASONS.get(event.status_code, b""))
         if self._hold is None:
             await protocol._send_h11_event(response)
             return
@@ -263,10 +253,8 @@ def _install_protocol_check(protocol: H11Protocol) -> None:
         if event.method == b"PRI":
             await hypercorn_check(event)
             return
-        for name, _ in event.headers:
-            if name == b"upgrade":
-                await hypercorn_check(event)
-                return
+        if has_field(event.headers, b"upgrade"):
+            await hypercorn_check(event)
 
     protocol._check_protocol = check_protocol  # type: ignore[method-assign]
 
@@ -318,9 +306,17 @@ class ConnectionServer(TCPServer):
         # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
         # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
         # bytes at all: nothing to write.
-        if isinstance(event, RawData):
-            if event.data or self.writer.holding:
-                await self.writer.write((event.data,))
+        # By exact type: Hypercorn's events are ABCs, each isinstance two more calls (issue 13).
+        kind = type(event)
+        if kind is RawData:
+            if event.data or self.writer.holding:  # type: ignore[attr-defined]
+                await self.writer.write((event.data,))  # type: ignore[attr-defined]
+            return
+        if kind is Updated:  # Hypercorn's branch, twice a request: busy, then idle
+            if event.idle:  # type: ignore[attr-defined]
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+            else:
+                await self.idle_task.stop()
             return
         if isinstance(event, Closed):
             await self.writer.flush()  # a held head: the client sees what was answered

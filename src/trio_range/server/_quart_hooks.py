@@ -13,10 +13,12 @@ them, so an upgrade that renames or reshapes one fails there instead of serving 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from inspect import CO_COROUTINE
 from types import FunctionType, MethodType
-from typing import Any, cast
+from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
@@ -37,6 +39,7 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.routing import MapAdapter
 
+from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.hooks_check import Hook
 
 HOOKED: tuple[Hook, ...] = (
@@ -45,6 +48,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(Quart, "handle_request", ("self", "request")),
     Hook(ASGIHTTPConnection, "__init__", ("self", "app", "scope")),
     Hook(ASGIHTTPConnection, "_create_request_from_scope", ("self", "send")),
+    Hook(ASGIHTTPConnection, "_send_push_promise", ("self", "send", "path", "headers")),
     Hook(ASGIHTTPConnection, "handle_messages", ("self", "request", "receive")),
     Hook(TrioASGIHTTPConnection, "__call__", ("self", "receive", "send")),
     Hook(Body, "set_complete", ("self",)),
@@ -72,7 +76,8 @@ def current_request() -> Request:
     Each attribute read through the proxy is a context lookup of its own (about 4 Python
     calls); code that reads several attributes per request reads them from this object.
     """
-    return cast(Request, request_proxy._get_current_object())  # type: ignore[attr-defined]
+    request: Request = request_proxy._get_current_object()  # type: ignore[attr-defined]
+    return request
 
 
 def complete_empty_body(request: Request) -> None:
@@ -91,10 +96,35 @@ class QuartConnection(TrioASGIHTTPConnection):
     def build_request(self, send: ASGISendCallable) -> Request:
         """The Quart ``Request`` for this scope (``ASGIHTTPConnection._create_request_from_scope``).
 
-        Reused as it is: it applies the app's configuration (body limits and timeouts, the
-        root path, the Host of HTTP/1.0 requests) that a rewrite would have to track.
+        For the usual shape (HTTP/1.1, an absolute path, no root path) the same request is
+        built with its fields filled in one loop (``_werkzeug_hooks.headers_of``) instead of
+        one ``Headers.add`` each (five Python calls a field, issue 13); the body repeats
+        Quart 0.22's. Anything else, an HTTP/1.0 request (Quart adds a Host) or a root path,
+        is Quart's own method.
         """
-        return self._create_request_from_scope(send)
+        scope = self.scope
+        if scope["http_version"] < "1.1" or scope.get("root_path", "") or scope["path"][:1] != "/":
+            return self._create_request_from_scope(send)
+        fields = [("Remote-Addr", (scope.get("client") or ["<local>"])[0])]
+        fields += [
+            (name.decode("latin1").title(), value.decode("latin1"))
+            for name, value in scope["headers"]
+        ]
+        config = self.app.config
+        request: Request = self.app.request_class(
+            scope["method"],
+            scope["scheme"],
+            scope["path"],
+            scope["query_string"],
+            headers_of(fields),
+            "",
+            scope["http_version"],
+            max_content_length=config["MAX_CONTENT_LENGTH"],
+            body_timeout=config["BODY_TIMEOUT"],
+            send_push_promise=partial(self._send_push_promise, send),
+            scope=scope,
+        )
+        return request
 
     async def read_until_disconnect(self, request: Request, receive: ASGIReceiveCallable) -> None:
         """Feed the request body to ``request`` and return on ``http.disconnect``.
@@ -136,15 +166,39 @@ class QuartFastPath(QuartTrio):
             host = host[:-3]
         elif scheme in _PORT_443_SCHEMES and host.endswith(":443"):
             host = host[:-4]
-        return self.url_map.bind(
-            host,
-            request.root_path,
-            "",
-            scheme,
-            request.method,
-            request.path,
-            request.query_string.decode(),
-        )
+        # The adapter of the same scheme, host, root, method, path and query is the same, and
+        # so is its match: both are remembered (routes cannot change once requests are served:
+        # Quart refuses setup methods after the first one). About 40 Python calls a request.
+        key = (scheme, host, request.root_path, request.method, request.path, request.query_string)
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            bound = self.url_map.bind(
+                host,
+                request.root_path,
+                "",
+                scheme,
+                request.method,
+                request.path,
+                request.query_string.decode(),
+            )
+            adapter = _RememberingAdapter(
+                bound.map,
+                bound.server_name,
+                bound.script_name,
+                bound.subdomain,
+                bound.url_scheme,
+                bound.path_info,
+                bound.default_method,
+                bound.query_args,
+            )
+            if len(self._adapters) >= MAX_REMEMBERED_ADAPTERS:
+                self._adapters.clear()
+            self._adapters[key] = adapter
+        return adapter
+
+    @functools.cached_property
+    def _adapters(self) -> dict[tuple[object, ...], MapAdapter]:
+        return {}
 
     def ensure_async(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         # What inspect.iscoroutinefunction decides for a plain function or bound method, in
@@ -166,7 +220,7 @@ class QuartFastPath(QuartTrio):
                 result = await self.dispatch_request(request_context)
         except (Exception, BaseExceptionGroup) as error:
             result = await self.handle_user_exception(error)
-        return await self.finalize_request(cast(ResponseReturnValue, result), request_context)
+        return await self.finalize_request(result, request_context)
 
     async def finalize_request(
         self,
@@ -198,7 +252,7 @@ class QuartFastPath(QuartTrio):
         for function in self.before_request_funcs.get(None, ()):
             result = await self.ensure_async(function)()
             if result is not None:
-                return cast(ResponseReturnValue, result)
+                return result  # type: ignore[no-any-return]
         return None
 
     async def process_response(
@@ -234,6 +288,46 @@ class QuartFastPath(QuartTrio):
             return await super().do_teardown_appcontext(exc)
         for function in self.teardown_appcontext_funcs:
             await self.ensure_async(function)(exc)
+
+
+# Distinct requests (scheme, host, path, query) whose URL adapter is remembered; past it the
+# memory starts over (a crawl of many distinct paths binds each once, as without it).
+MAX_REMEMBERED_ADAPTERS = 1024
+
+
+class _RememberingAdapter(MapAdapter):
+    """A ``MapAdapter`` that matches its own request once: later calls return that match.
+
+    Only the call Quart makes (``match(return_rule=True)``, the bound path and method) is
+    remembered, and only a success: a redirect, 404 or 405 is raised again each time, as
+    Werkzeug raises it. Each caller gets its own copy of the view arguments.
+    """
+
+    _found: tuple[Any, Mapping[str, Any]] | None = None
+
+    def match(
+        self,
+        path_info: str | None = None,
+        method: str | None = None,
+        return_rule: bool = False,
+        query_args: Mapping[str, Any] | str | None = None,
+        websocket: bool | None = None,
+    ) -> tuple[Any, Mapping[str, Any]]:
+        if (
+            not return_rule
+            or path_info is not None
+            or method is not None
+            or query_args is not None
+            or websocket is not None
+        ):
+            matched: tuple[Any, Mapping[str, Any]] = super().match(  # type: ignore[call-overload]
+                path_info, method, return_rule, query_args, websocket
+            )
+            return matched
+        found = self._found
+        if found is None:
+            found = self._found = super().match(return_rule=True)
+        return found[0], dict(found[1])
 
 
 _PORT_80_SCHEMES = frozenset({"http", "ws"})

@@ -14,6 +14,7 @@ from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from trio_range.config import ServerConfig
+from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.app import RangeApp
 from trio_range.server.exchange import Exchange
 from trio_range.serving_loop_settings import plain_hypercorn_note
@@ -46,7 +47,8 @@ def fields_response(
 
     ``Response(bytes)`` would add a Content-Length of its own and ``Response`` a Content-Type,
     which then had to be deleted field by field (about 20 Python calls per small range
-    request, issue 13): here the fields go in once, as Werkzeug's ``Headers`` validates them.
+    request, issue 13): here the fields go in once, checked as Werkzeug's ``Headers.add``
+    checks them (server/_werkzeug_hooks.py).
     A body-less answer (HEAD, 304) passes None, never ``b""``: its Content-Length announces
     the GET's length, not 0. ``body`` is async: Quart iterates a sync one with asyncio only.
     """
@@ -54,11 +56,7 @@ def fields_response(
         # Quart's body of bytes, given as a body: Response(b"") would set Content-Length: 0,
         # and an empty list would go through Quart's asyncio-only sync-iterable wrapper.
         body = _FieldsResponse.data_body_class(b"")
-    response = _FieldsResponse(body, status=status)
-    add = response.headers.add
-    for name, value in fields:
-        add(name, value)
-    return response
+    return _FieldsResponse(body, status=status, headers=headers_of(fields))
 
 
 def not_found() -> Response:
