@@ -52,6 +52,8 @@ INTERNAL_MODULES = (
 HOOKS_MODULES = {
     "trio_range.server._hypercorn_hooks",
     "trio_range.server._quart_hooks",
+    "trio_range.proxy._h11_hooks",
+    "trio_range.proxy._httpx_hooks",
 }
 
 MAX_MODULE_LINES = 400
