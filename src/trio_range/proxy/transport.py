@@ -190,8 +190,10 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         try:
             await connection.send_all(head)
             lease.phase = "head wait"
+            early = True
             while True:
-                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s)
+                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, early=early)
+                early = False
                 if not data:
                     raise h11.RemoteProtocolError("upstream closed the connection before a head")
                 received = True
