@@ -360,6 +360,23 @@ async def test_a_body_left_unread_closes_its_connection(nursery: trio.Nursery) -
         assert origin.accepted == 2
 
 
+async def test_a_body_read_part_way_closes_its_connection(nursery: trio.Nursery) -> None:
+    # Reuse needs exactly the Content-Length read: one read of 600 KB is never all of it.
+    origin = await start_framing_upstream(nursery)
+    async with Upstream(proxy_config(origin.url, pool_size=2)) as upstream:
+        response = await upstream.open("GET", "/cl/600000/1", [("Host", "u")])
+        try:
+            async with aclosing(response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    assert 0 < len(chunk) < 600_000
+                    break
+        finally:
+            await response.aclose()
+        assert upstream.pool.idle == []
+        assert upstream.open_connections() == 0
+        await wait_for(lambda: origin.live == 0, "the close")
+
+
 async def test_idle_connections_expire_after_the_upstream_keep_alive(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
