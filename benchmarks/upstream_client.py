@@ -1,6 +1,6 @@
 """Upstream-client CPU per small request: httpx2's transport against trio_range's, same run.
 
-    python -m benchmarks.upstream_client [--rounds 5] [--requests 4000] [--tasks 8]
+    python -m benchmarks.upstream_client [--rounds 5] [--requests 4000] [--tasks 8] [--blocks 8]
 
 One ``trio-range origin`` process serves a deterministic file. This process drives, in turn,
 httpx2's ``AsyncHTTPTransport`` (what the proxy used until issue 14) and trio_range's
@@ -8,8 +8,11 @@ httpx2's ``AsyncHTTPTransport`` (what the proxy used until issue 14) and trio_ra
 transport (a pool as large as the tasks), each sending 4 KiB Range GETs at random offsets and
 reading the body with ``aiter_raw``. The figure is this process's CPU time (user + system, from
 ``time.process_time``) per request: the client's cost alone, the origin's CPU is in another
-process. Rounds alternate the order; medians and the ratio ours / httpx2 are printed
-(``make bench`` shows the same row, benchmarks/targets.py ``upstream_cpu``).
+process. Within a round both transports stay open and take turns in ``--blocks`` blocks
+(A B B A ...): on a shared machine the load changes within seconds, and one client's whole
+round running in a busier moment moved the ratio by a fifth. Rounds rotate who starts;
+medians and the ratio ours / httpx2 are printed (``make bench`` shows the same row,
+benchmarks/targets.py ``upstream_cpu``).
 """
 
 from __future__ import annotations
@@ -86,18 +89,32 @@ async def drive(
             if not checked:
                 checked.append(body == expected_bytes(size, start, SMALL_RANGE_BYTES, seed=SEED))
 
-    async with transport, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         for index in range(tasks):
             nursery.start_soon(task, index)
     if checked != [True]:
         raise BenchmarkError("wrong bytes in the first answer")
 
 
-def cpu_ms_per_request(client: str, url: str, size: int, tasks: int, requests: int) -> float:
-    transport = make_transport(client, url, tasks)
-    started = time.process_time()
-    trio.run(drive, transport, url, size, tasks, requests)
-    return (time.process_time() - started) * 1000 / requests
+async def alternate(
+    url: str, size: int, tasks: int, requests: int, blocks: int, first: int
+) -> dict[str, float]:
+    """CPU ms per request of each client, its ``requests`` run in ``blocks`` alternating blocks.
+
+    Both transports live through the whole run (warm pools, one event loop), and the clients
+    take turns block by block (A B B A ...), so a change in the machine's load during a round
+    falls on both alike instead of on whichever ran last. ``first`` rotates who starts.
+    """
+    transports = {client: make_transport(client, url, tasks) for client in CLIENTS}
+    cpu = dict.fromkeys(CLIENTS, 0.0)
+    per_block = max(1, requests // blocks)
+    async with transports["httpx2"], transports["trio_range"]:
+        for block in range(blocks):
+            for client in rotated(CLIENTS, first + block):
+                started = time.process_time()
+                await drive(transports[client], url, size, tasks, per_block)
+                cpu[client] += time.process_time() - started
+    return {client: cpu[client] * 1000 / (per_block * blocks) for client in CLIENTS}
 
 
 def measure_client_cpu(
@@ -107,18 +124,21 @@ def measure_client_cpu(
     rounds: int,
     requests: int,
     tasks: int,
+    blocks: int = 8,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Medians of CPU ms per request for each client, and ``ratio`` = ours / httpx2."""
     url = f"{origin.url}/media/{media_file(size).name}"
-    for client in CLIENTS:  # warm-up: imports, page cache, first connections
-        cpu_ms_per_request(client, url, size, tasks, min(requests, 500))
+    # Warm-up: imports, page cache, first connections.
+    trio.run(alternate, url, size, tasks, min(requests, 500), 2, 0)
     runs: dict[str, list[float]] = {client: [] for client in CLIENTS}
     for round_index in range(rounds):
-        for client in rotated(CLIENTS, round_index):
-            figure = cpu_ms_per_request(client, url, size, tasks, requests)
-            runs[client].append(figure)
-            report(f"upstream_cpu round {round_index + 1} {client:10} {figure:.3f} ms/request")
+        figures = trio.run(alternate, url, size, tasks, requests, blocks, round_index)
+        for client in CLIENTS:
+            runs[client].append(figures[client])
+            report(
+                f"upstream_cpu round {round_index + 1} {client:10} {figures[client]:.3f} ms/request"
+            )
     medians = {client: statistics.median(figures) for client, figures in runs.items()}
     return {
         "runs_ms": runs,
@@ -126,6 +146,7 @@ def measure_client_cpu(
         "ratio": medians["trio_range"] / medians["httpx2"],
         "requests": requests,
         "tasks": tasks,
+        "blocks": blocks,
     }
 
 
@@ -134,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--requests", type=int, default=4000, help="per client and round")
     parser.add_argument("--tasks", type=int, default=8, help="concurrent tasks, = pool size")
+    parser.add_argument(
+        "--blocks", type=int, default=8, help="alternating blocks per round (default 8)"
+    )
     parser.add_argument("--file-size", type=parse_size, default=parse_size("64MiB"))
     return run_benchmark(run, parser.parse_args(argv))
 
@@ -143,7 +167,12 @@ def run(args: argparse.Namespace) -> None:
     with ServerGroup("upstream-client", ready_path="/healthz") as group:
         origin = group.start_origin("origin")
         result = measure_client_cpu(
-            origin, args.file_size, rounds=args.rounds, requests=args.requests, tasks=args.tasks
+            origin,
+            args.file_size,
+            rounds=args.rounds,
+            requests=args.requests,
+            tasks=args.tasks,
+            blocks=args.blocks,
         )
     medians = result["medians_ms"]
     print(f"\nmedians of {args.rounds} rounds, {args.requests} requests, {args.tasks} tasks:")

@@ -54,6 +54,7 @@ HOOKS_MODULES = {
     "trio_range.server._quart_hooks",
     "trio_range.server._h11_hooks",
     "trio_range.server._werkzeug_hooks",
+    "trio_range.proxy._httpx_hooks",
 }
 
 MAX_MODULE_LINES = 400

@@ -47,7 +47,11 @@ class FramingUpstream:
     ``/cl/N/S`` Content-Length N, ``/chunked/N/S`` chunked, ``/close/N/S`` Content-Length and
     ``Connection: close``, ``/http10/N/S`` an HTTP/1.0 close-delimited body, ``/extra/N/S``
     five bytes more than its Content-Length, ``/204`` and ``/304`` no body; a HEAD gets the
-    GET's head. S salts the body. ``live`` counts connections open on the server's side.
+    GET's head. Not drawn by the randomized test: ``/eof/N/S`` an HTTP/1.1 body delimited by
+    the close (no Content-Length, not chunked), ``/http10cl/N/S`` HTTP/1.0 with Content-Length
+    and ``Connection: keep-alive`` (the server keeps the connection), ``/chunkedextra/N/S``
+    bytes after the chunked body's end. S salts the body. ``live`` counts connections open on
+    the server's side.
     """
 
     port: int = 0
@@ -90,8 +94,22 @@ class FramingUpstream:
             return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + (
                 b"0\r\n\r\n" if method == "GET" else b""
             ), False
+        if kind == "chunkedextra":
+            return (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\nextra"
+                % (
+                    len(body),
+                    body,
+                ),
+                False,
+            )
         if kind == "http10":
             return b"HTTP/1.0 200 OK\r\n\r\n" + body, True
+        if kind == "eof":
+            return b"HTTP/1.1 200 OK\r\n\r\n" + body, True
+        if kind == "http10cl":
+            head = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n"
+            return head % size + body, False
         head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % size
         if kind == "close":
             return head + b"Connection: close\r\n\r\n" + body, True
@@ -291,6 +309,46 @@ async def test_a_connection_is_reused_only_after_a_clean_complete_answer(
         assert upstream.open_connections() == 1
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/eof/3000/1",
+        "/eof/600000/1",
+        "/eof/0/1",
+        "/close/3000/1",
+        "/close/600000/1",
+        "/http10/3000/1",
+        "/http10cl/3000/1",
+        "/http10cl/600000/1",
+        "/extra/3000/1",
+        "/chunkedextra/3000/1",
+    ],
+)
+async def test_a_connection_past_its_last_clean_boundary_is_closed_at_once(
+    nursery: trio.Nursery, target: str
+) -> None:
+    # Not returned to the pool to be found dead (or misframed) by the next request's peek:
+    # closed when the answer ends. An HTTP/1.1 body that ends because the upstream closed
+    # (no Content-Length, not chunked) ends cleanly for h11, but nothing follows on that
+    # connection; HTTP/1.0 is not kept alive even if it says so; bytes after a body are not
+    # the next answer's.
+    origin = await start_framing_upstream(nursery)
+    async with Upstream(proxy_config(origin.url, pool_size=2)) as upstream:
+        response = await upstream.open("GET", target, [("Host", "u")])
+        try:
+            (connection,) = upstream.pool.active
+            assert await response.aread() == expected("GET", target)
+        finally:
+            await response.aclose()
+        assert upstream.pool.idle == []
+        assert upstream.open_connections() == 0
+        assert connection.sock.fileno() == -1
+        await wait_for(lambda: origin.live == 0, "the upstream to see the close")
+        # The next request needs a new connection, and gets its answer whole.
+        assert (await fetch(upstream, "/cl/10/2"))[1] == body_of(10, 2)
+        assert origin.accepted == 2
+
+
 async def test_a_body_left_unread_closes_its_connection(nursery: trio.Nursery) -> None:
     origin = await start_framing_upstream(nursery)
     async with Upstream(proxy_config(origin.url, pool_size=2)) as upstream:
@@ -300,6 +358,23 @@ async def test_a_body_left_unread_closes_its_connection(nursery: trio.Nursery) -
         await wait_for(lambda: origin.live == 0, "the close")
         assert (await fetch(upstream, "/cl/10/2"))[1] == body_of(10, 2)
         assert origin.accepted == 2
+
+
+async def test_a_body_read_part_way_closes_its_connection(nursery: trio.Nursery) -> None:
+    # Reuse needs exactly the Content-Length read: one read of 600 KB is never all of it.
+    origin = await start_framing_upstream(nursery)
+    async with Upstream(proxy_config(origin.url, pool_size=2)) as upstream:
+        response = await upstream.open("GET", "/cl/600000/1", [("Host", "u")])
+        try:
+            async with aclosing(response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    assert 0 < len(chunk) < 600_000
+                    break
+        finally:
+            await response.aclose()
+        assert upstream.pool.idle == []
+        assert upstream.open_connections() == 0
+        await wait_for(lambda: origin.live == 0, "the close")
 
 
 async def test_idle_connections_expire_after_the_upstream_keep_alive(

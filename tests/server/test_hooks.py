@@ -1,8 +1,8 @@
 """The private internals the hooks modules rely on still exist with the shape they expect.
 
-Each hooks module (``server/_hypercorn_hooks.py``, ``server/_quart_hooks.py``) lists what it
-touches in ``HOOKED``; the proxy needs none since its upstream transport is its own (issue 14,
-proxy/transport.py uses httpx's public API only). After a dependency upgrade
+Each hooks module, one per library (``server/_hypercorn_hooks.py``, ``server/_quart_hooks.py``,
+``server/_h11_hooks.py``, ``server/_werkzeug_hooks.py``, ``proxy/_httpx_hooks.py``), lists what
+it touches in ``HOOKED``. After a dependency upgrade
 (``make lock``), this is the test that fails first and names the hook, instead of a server
 whose keep-alive timer, sendfile path or byte accounting silently stopped working.
 """
@@ -31,11 +31,12 @@ from quart.globals import request_ctx
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 
-from trio_range.server import _hypercorn_hooks, _quart_hooks
+from trio_range.proxy import _httpx_hooks
+from trio_range.server import _h11_hooks, _hypercorn_hooks, _quart_hooks, _werkzeug_hooks
 from trio_range.server.app import RangeApp
 from trio_range.server.hooks_check import Hook, problems
 
-HOOK_MODULES = [_hypercorn_hooks, _quart_hooks]
+HOOK_MODULES = [_hypercorn_hooks, _quart_hooks, _h11_hooks, _werkzeug_hooks, _httpx_hooks]
 
 
 @pytest.mark.parametrize("module", HOOK_MODULES, ids=lambda m: m.__name__.rpartition(".")[2])

@@ -49,12 +49,15 @@ class UpstreamConnection:
         self.requests = 0  # answered on this connection so far
         self._pipe: Pipe | None = None
 
-    async def receive(self, max_bytes: int, timeout_s: float) -> bytes:
+    async def receive(self, max_bytes: int, timeout_s: float, *, early: bool = False) -> bytes:
         """Up to ``max_bytes`` (a fresh bytes object, handed on without copies); b"" at EOF.
 
         Raises ``trio.TooSlowError`` when nothing arrives within ``timeout_s``. One scheduler
         pass per call, where trio's socket methods take two (a checkpoint before the syscall
-        and a shielded one after): a small request makes several of these.
+        and a shielded one after): a small request makes several of these. ``early``: the
+        bytes can hardly be there yet (a response head just after its request went out), so
+        wait for them before the first ``recv`` instead of after a failed one (a syscall and
+        an exception per request).
         """
         if not self.plain:
             with trio.CancelScope(deadline=trio.current_time() + timeout_s):
@@ -62,13 +65,14 @@ class UpstreamConnection:
                 return data if isinstance(data, bytes) else bytes(data)
             raise trio.TooSlowError
         raw = self.raw
-        try:
-            data = raw.recv(max_bytes)
-        except BlockingIOError:
-            pass
-        else:
-            await trio.lowlevel.checkpoint()
-            return data
+        if not early:
+            try:
+                data = raw.recv(max_bytes)
+            except BlockingIOError:
+                pass
+            else:
+                await trio.lowlevel.checkpoint()
+                return data
         deadline = trio.current_time() + timeout_s
         while True:
             with trio.CancelScope(deadline=deadline) as scope:

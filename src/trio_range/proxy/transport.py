@@ -4,10 +4,11 @@ Why not httpx2's transport (docs/upstream-client.md): httpcore2 cost 0.47 ms of 
 request (locks per state change, a poll object per expiry check, shield scopes, five nested
 async generators, three copies of each body chunk). This transport keeps httpx's ``Request``,
 ``Response`` and exception classes and h11 as the parser, and does per request: a slot (a
-semaphore token), an idle connection or a new one, one h11 ``Connection`` for the head, then a
-Content-Length body read straight from the socket into fresh bytes that go to the client
-without copies (or spliced, :meth:`UpstreamBody.relay_items`). Chunked, close-delimited and
-bodiless (HEAD, 204, 304) answers go through h11 as usual.
+semaphore token), an idle connection or a new one, h11's response-head reader on the bytes
+received (without an ``h11.Connection``: _h11_hooks.py), then a Content-Length body read
+straight from the socket into fresh bytes that go to the client without copies (or spliced,
+:meth:`UpstreamBody.relay_items`). Chunked and close-delimited bodies go through h11's body
+readers; bodiless answers (HEAD, 204, 304) have a Content-Length of 0 here.
 
 Every failure becomes an httpx exception in one place, :func:`to_httpx_error`, from the phase
 the request was in; proxy/upstream.py then turns those into ours.
@@ -18,14 +19,21 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import h11
 import httpx2 as httpx
 import trio
 
+from trio_range.proxy._httpx_hooks import headers_from_triples
 from trio_range.proxy.pool import ConnectionPool, Lease, UpstreamConnection
+from trio_range.server._h11_hooks import (
+    ReceiveBuffer,
+    body_framing,
+    header_items,
+    next_body_event,
+    read_response,
+)
 from trio_range.server.splice_region import SPLICE_AVAILABLE, SpliceRegion, splice_regions
 
 # Bytes asked of the upstream socket per read of a body. Each read costs the relay a fixed
@@ -176,40 +184,34 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         connection = await lease.connect(fresh=fresh)
         lease.phase = "sending"
-        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-        # h11 must see a request to parse the answer to it (a HEAD's has no body); what it
-        # writes is not sent, the head is ours (_request_bytes). Events made once: building
-        # and validating them was a third of this per request. No EndOfMessage: h11 reads
-        # a response while our side is still in SEND_BODY, and a second send per request
-        # (state machine, writer) was a tenth of the transport's own work.
-        parser.send(_primer(request.method))
+        # h11 reads the head (its reader, without a Connection: _h11_hooks.py says why).
+        buffer = ReceiveBuffer()
         received = False
         try:
             await connection.send_all(head)
             lease.phase = "head wait"
-            # A fresh parser has nothing buffered: read before asking it for an event.
-            event: Any = h11.NEED_DATA
+            early = True
             while True:
-                if event is h11.NEED_DATA:
-                    data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s)
-                    received = received or bool(data)
-                    parser.receive_data(data)
-                elif type(event) is h11.Response:
+                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, early=early)
+                early = False
+                if not data:
+                    raise h11.RemoteProtocolError("upstream closed the connection before a head")
+                received = True
+                buffer += data
+                event = read_response(buffer)
+                if event is not None:
                     break
-                elif type(event) is not h11.InformationalResponse:
-                    raise h11.RemoteProtocolError(f"unexpected {event!r} before a response")
-                event = parser.next_event()
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise h11.RemoteProtocolError("response head too long")
         except (OSError, h11.RemoteProtocolError, trio.BrokenResourceError) as error:
             if lease.reused and not received:
                 raise _StaleConnection(repr(error)) from error
             raise
-        fields = event.headers.raw_items()
-        body = UpstreamBody(
-            lease, parser, event, fields, request.method == "HEAD", self.read_timeout_s
-        )
+        body = UpstreamBody(lease, event, buffer, request.method, self.read_timeout_s)
         response = httpx.Response(
             event.status_code,
-            headers=fields,
+            # h11's fields as they are (names as received): see _httpx_hooks.py.
+            headers=headers_from_triples(header_items(event)),
             stream=body,
             extensions={
                 "http_version": b"HTTP/" + event.http_version,
@@ -218,19 +220,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         )
         lease.phase = "body"  # from here the response's aclose ends the lease
         return response
-
-
-_PRIMERS: dict[str, h11.Request] = {}
-
-
-def _primer(method: str) -> h11.Request:
-    """The request h11 is told about, per method (only the method matters to it)."""
-    primer = _PRIMERS.get(method)
-    if primer is None:
-        primer = _PRIMERS[method] = h11.Request(
-            method=method, target=b"/", headers=[(b"Host", b"x")]
-        )
-    return primer
 
 
 def _request_bytes(request: httpx.Request, content: bytes) -> bytes:
@@ -244,55 +233,36 @@ def _request_bytes(request: httpx.Request, content: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + content
 
 
-def _framing(response: h11.Response, fields: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
-    """The Content-Length (None for chunked or close-delimited) and whether to keep alive.
-
-    ``fields`` are the head's ``raw_items()`` (validated by h11, names as sent): one list
-    shared with httpx's ``Response``, where iterating ``response.headers`` itself costs a
-    Python ``__getitem__`` per field.
-    """
-    length: int | None = None
-    keep_alive = response.http_version == b"1.1"
-    chunked = False
-    for name, value in fields:
-        name = name.lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = True
-        elif name == b"connection" and b"close" in value.lower():
-            keep_alive = False
-    return (None if chunked else length), keep_alive
-
-
 class UpstreamBody(httpx.AsyncByteStream):
     """A response body as it arrives; closing it ends the lease (reused only if clean).
 
     The connection goes back to the pool only when the body was read exactly to its end over
-    HTTP/1.1 without ``Connection: close`` and nothing follows it; any other end closes it.
+    HTTP/1.1 without ``Connection: close`` and nothing follows it; any other end closes it,
+    and so does a close-delimited body (it ends only because the upstream closed).
+    It is its own iterator (``__anext__``), not an async generator: trio registers every
+    async generator it sees started and finalized, a tenth of this object's cost per request.
     """
 
     def __init__(
         self,
         lease: Lease,
-        parser: h11.Connection,
         response: h11.Response,
-        fields: list[tuple[bytes, bytes]],
-        head_only: bool,
+        buffer: ReceiveBuffer,
+        method: str,
         read_timeout_s: float,
     ) -> None:
         self._lease = lease
-        self._parser = parser
         self._read_timeout_s = read_timeout_s
         self._clean = False
-        status = response.status_code
-        length, self._keep_alive = _framing(response, fields)
-        bodiless = head_only or status in (204, 304) or 100 <= status < 200
-        # None: h11 reads the body (chunked, close-delimited, none at all).
-        self._remaining = None if bodiless else length
+        # None: h11's reader reads the body from ``buffer`` (chunked, close-delimited).
+        self._remaining, self._reader, self._keep_alive = body_framing(
+            method.encode("ascii"), response
+        )
+        self._buffer = buffer
+        self._closed = False  # the upstream closed the connection (a framed body's reads)
         self._leftover = b""
         if self._remaining is not None:
-            self._leftover, _ = parser.trailing_data
+            self._leftover = bytes(buffer)
             if len(self._leftover) > self._remaining:
                 # More than the body: whatever follows it is not ours to read.
                 self._keep_alive = False
@@ -305,24 +275,27 @@ class UpstreamBody(httpx.AsyncByteStream):
             raise httpx.StreamClosed()
         return connection
 
-    async def __aiter__(self) -> AsyncGenerator[bytes]:
+    def __aiter__(self) -> UpstreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
             if self._remaining is None:
-                async with aclosing(self._h11_body()) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-                return
-            if self._leftover:
+                chunk = await self._next_framed()
+                if chunk is not None:
+                    return chunk
+            elif self._leftover:
                 chunk, self._leftover = self._leftover, b""
                 self._remaining -= len(chunk)
-                yield chunk
-            while self._remaining:
+                return chunk
+            elif self._remaining:
                 chunk = await self._receive(self._remaining)
                 self._remaining -= len(chunk)
-                yield chunk
-            self._clean = self._keep_alive
+                return chunk
         except _MAPPED as error:
             raise to_httpx_error(error, "body") from error
+        self._clean = self._keep_alive
+        raise StopAsyncIteration
 
     async def relay_items(
         self, *, splice: bool, on_failure: Any = None
@@ -337,9 +310,8 @@ class UpstreamBody(httpx.AsyncByteStream):
         remaining = self._remaining or 0
         spliced = remaining - len(self._leftover) >= SPLICE_MIN_BYTES
         if not (splice and SPLICE_AVAILABLE and spliced and self.connection.plain):
-            async with aclosing(self.__aiter__()) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            async for chunk in self:
+                yield chunk
             return
         if self._leftover:
             chunk, self._leftover = self._leftover, b""
@@ -369,25 +341,23 @@ class UpstreamBody(httpx.AsyncByteStream):
             return data[:remaining]
         return data
 
-    async def _h11_body(self) -> AsyncGenerator[bytes]:
-        parser = self._parser
-        while True:
-            event = parser.next_event()
-            if event is h11.NEED_DATA:
+    async def _next_framed(self) -> bytes | None:
+        """The next piece of a chunked or close-delimited body, read by h11; None at its end."""
+        while self._reader is not None:
+            event = next_body_event(self._reader, self._buffer, self._closed)
+            if event is None:
                 data = await self.connection.receive(UPSTREAM_READ_BYTES, self._read_timeout_s)
-                parser.receive_data(data)
+                if data:
+                    self._buffer += data
+                else:
+                    self._closed = True
             elif type(event) is h11.Data:
-                yield bytes(event.data)
-            elif type(event) is h11.EndOfMessage:
-                self._clean = (
-                    self._keep_alive
-                    and parser.their_state is h11.DONE
-                    and not parser.trailing_data[0]
-                )
-                return
+                return bytes(event.data)
             else:
-                # ConnectionClosed after a close-delimited body: complete, not reusable.
-                return
+                # EndOfMessage: clean only if the upstream is still there and sent no more.
+                self._keep_alive = self._keep_alive and not self._closed and not len(self._buffer)
+                self._reader = None
+        return None
 
     async def aclose(self) -> None:
         self._lease.release(reusable=self._clean)
