@@ -32,7 +32,7 @@ from trio_range.http.cache_policy import (
     read_slice_answer,
     same_version,
 )
-from trio_range.http.conditional import Validators
+from trio_range.http.conditional import Validators, format_http_date
 from trio_range.http.forwarding import via_value
 from trio_range.http.slices import revalidation_headers, slice_count, slice_range_header
 from trio_range.proxy.cache.fills import Fill, FillCancelled, Waiter
@@ -79,12 +79,14 @@ class SliceCache:
         self._records: OrderedDict[str, ObjectRecord] = OrderedDict()
         self._bypass: OrderedDict[str, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self.via = via_value(config.via_name)
         # A fill is shared: it carries no client's fields, only what identifies the proxy.
         self._fill_headers = [
             ("Host", upstream_host),
             ("Accept-Encoding", "identity"),
-            ("Via", via_value(config.via_name)),
+            ("Via", self.via),
         ]
+        self._date = (0, "")  # the second of the last Date made, and that Date
 
     # --- life cycle (the PushingStore shape: run_in_lifespan runs it) ------------------------
 
@@ -98,6 +100,7 @@ class SliceCache:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self.store.close_files()
 
     async def aclose(self) -> None:
         """Shutdown: requests are over, so any fill left has no waiter; stop them."""
@@ -107,6 +110,13 @@ class SliceCache:
     @property
     def running(self) -> bool:
         return self._nursery is not None
+
+    def http_date(self, now: float) -> str:
+        """The Date field of an answer made at ``now``: formatted once a second."""
+        second = int(now)
+        if second != self._date[0]:
+            self._date = (second, format_http_date(second))
+        return self._date[1]
 
     # --- what is known of an object ----------------------------------------------------------
 
