@@ -129,10 +129,12 @@ class SliceCache:
         del self._bypass[key]
         return False
 
-    def record(self, key: str) -> ObjectRecord | None:
-        """The object's record, fresh or stale; another worker may have refreshed it on disk."""
+    def record(self, key: str, now: float | None = None) -> ObjectRecord | None:
+        """The object's record, fresh or stale; another worker may have refreshed it on disk.
+
+        ``now``: the clock's time, when the caller has it (a hit reads the clock once)."""
         record = self._records.get(key)
-        if record is None or not self.is_fresh(record):
+        if record is None or not (self.clock() if now is None else now) < record.fresh_until:
             on_disk = self.store.read_record(key)
             if on_disk is not None:
                 record = on_disk

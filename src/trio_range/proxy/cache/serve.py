@@ -77,15 +77,17 @@ async def serve_cached(
     reason = request_bypasses_cache(
         method, field(b"cache-control"), has_authorization=b"authorization" in exchange.fields
     )
-    path, query = upstream_target(scope.get("raw_path") or b"/", b""), scope["query_string"]
-    key = cache_key(path, query.decode("latin-1")) if query else path
+    path, query = upstream_target(scope.get("raw_path") or b"/", b""), exchange.query
+    key = cache_key(path, query) if query else path
     if reason is not None or not cache.running or cache.bypassed(key):
         exchange.cache = "bypass"
         return None
-    range_header, range_query = exchange.range_header, query_range(query) if query else None
-    record = cache.record(key)
+    range_header = exchange.range_header
+    range_query = query_range(scope["query_string"]) if query else None
+    now = cache.clock()
+    record = cache.record(key, now)
     label, waiter = "hit", None
-    if record is None or not cache.is_fresh(record):
+    if record is None or not now < record.fresh_until:
         if method == "HEAD" and record is None:
             exchange.cache = "bypass"  # a HEAD is not worth a slice fetch
             return None
@@ -116,6 +118,7 @@ async def serve_cached(
             return None
         if label == "revalidated" and record.etag != stale_etag:
             label = "miss"  # a new version: nothing stored was usable
+        now = cache.clock()
     exchange.cache = label
     plan = plan_response(
         ConditionalRequest(
@@ -145,7 +148,6 @@ async def serve_cached(
     # Added with the plan's fields: each later Werkzeug Headers assignment scans the list. Via
     # and Date first: the app's after_request hook (proxy/app.py) looks for them, and finds
     # them at once instead of scanning the list, raising a KeyError and adding them itself.
-    now = cache.clock()
     fields = [("Via", cache.via), ("Date", cache.http_date(now)), *plan.headers]
     if record.cache_control:
         fields.append(("Cache-Control", record.cache_control))
