@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trio_range.http.conditional import Validators
-from trio_range.proxy.cache.open_files import RECHECK_S
+from trio_range.proxy.cache.open_files import IDLE_S, RECHECK_S
 from trio_range.proxy.cache.store import SliceStore
 
 SLICE = 64 * 1024
@@ -138,3 +138,24 @@ async def test_another_workers_rewrite_or_eviction_is_seen_after_the_recheck(
         store.open_slice("/v", 0, '"v2"', 4 * SLICE, SLICE)
     assert is_closed(now_v2.fd)
     store.close_files()
+
+
+async def test_files_no_answer_uses_are_closed_after_a_while(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = make_store(tmp_path)
+    store.open_files.clock = clock
+    for index in (0, 1):
+        await store.write_slice("/v", index, V1, 4 * SLICE, slice_bytes(index))
+    idle = store.open_slice("/v", 0, '"v1"', 4 * SLICE, SLICE)
+    store.release(idle)
+    clock.now += IDLE_S / 2
+    busy = store.open_slice("/v", 1, '"v1"', 4 * SLICE, SLICE)  # held by a long answer
+    store.open_files.close_idle()
+    assert len(store.open_files) == 2
+    clock.now += IDLE_S / 2 + IDLE_S
+    store.open_files.close_idle()
+    assert len(store.open_files) == 0
+    assert is_closed(idle.fd)
+    assert os.pread(busy.fd, SLICE, busy.data_offset) == slice_bytes(1)  # still being sent
+    store.release(busy)
+    assert is_closed(busy.fd)

@@ -36,6 +36,7 @@ from trio_range.http.conditional import Validators, format_http_date
 from trio_range.http.forwarding import via_value
 from trio_range.http.slices import revalidation_headers, slice_count, slice_range_header
 from trio_range.proxy.cache.fills import Fill, FillCancelled, Waiter
+from trio_range.proxy.cache.open_files import IDLE_S
 from trio_range.proxy.cache.store import ObjectRecord, SliceStore
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.stats.store import StatsStore
@@ -97,7 +98,9 @@ class SliceCache:
             self._nursery = nursery
             task_status.started()
             try:
-                await trio.sleep_forever()
+                while True:  # files kept open that no answer uses are closed (open_files.py)
+                    await trio.sleep(IDLE_S)
+                    self.store.open_files.close_idle()
             finally:
                 self._nursery = None
                 self.store.close_files()

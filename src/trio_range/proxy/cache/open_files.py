@@ -27,6 +27,9 @@ from collections.abc import Callable
 # A checked entry is used without looking at its path for this long (another worker's
 # eviction or rewrite of the file is noticed within it; this process's own at once).
 RECHECK_S = 1.0
+# An entry no answer used for this long is closed (SliceCache.run sweeps): a file another
+# worker evicted does not keep its disk space for long through a descriptor of ours.
+IDLE_S = 10.0
 
 
 def default_limit() -> int:
@@ -41,7 +44,17 @@ class OpenSlice:
     """A slice file open for reading, checked for one version: its bytes start at
     ``data_offset`` of ``fd``."""
 
-    __slots__ = ("checked_at", "data_offset", "dropped", "fd", "inode", "path", "users", "version")
+    __slots__ = (
+        "checked_at",
+        "data_offset",
+        "dropped",
+        "fd",
+        "inode",
+        "path",
+        "used_at",
+        "users",
+        "version",
+    )
 
     def __init__(
         self,
@@ -58,6 +71,7 @@ class OpenSlice:
         self.version = version  # (ETag, complete length, slice length) it was checked for
         self.inode = inode  # (st_dev, st_ino) of the file opened
         self.checked_at = checked_at
+        self.used_at = checked_at
         self.users = 0  # answers holding it
         self.dropped = False  # out of the cache: closed when its last holder releases it
 
@@ -94,6 +108,7 @@ class OpenFiles:
                 self._drop(slot)
                 return None
             entry.checked_at = now
+        entry.used_at = now
         entry.users += 1
         self._entries.move_to_end(slot)
         return entry
@@ -118,6 +133,16 @@ class OpenFiles:
         """The file at ``path`` is unlinked or replaced: never hand out its entry again."""
         slot = self._slots.get(path)
         if slot is not None:
+            self._drop(slot)
+
+    def close_idle(self) -> None:
+        """Drop the entries no answer used for :data:`IDLE_S` (the least recently used first)."""
+        old = self.clock() - IDLE_S
+        entries = self._entries
+        while entries:
+            slot, entry = next(iter(entries.items()))
+            if entry.used_at >= old:
+                break
             self._drop(slot)
 
     def close(self) -> None:
