@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("connections", "<12"),
             ("passes/req", ">11"),
             ("calls/req", ">10"),
-            (f"CPU us/req (min of {args.cpu_rounds})", ">22"),
+            (f"CPU us/req (min of {args.cpu_rounds})", ">24"),
             ("CPU vs origin", ">14"),
             ("req/s (noisy)", ">14"),
         ],
