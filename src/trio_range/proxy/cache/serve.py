@@ -17,7 +17,7 @@ version means the object changed upstream after the head went out: the answer is
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from quart import Response, request
 
@@ -188,7 +188,13 @@ async def _cached_body(
                     batched = _sent(cache, batch, holds, batched)
                 yield segment
                 continue
-            for piece in slice_pieces(segment, cache.slice_size):
+            index, offset = divmod(segment.start, cache.slice_size)
+            pieces: Iterable[SlicePiece] = (
+                (SlicePiece(index, offset, segment.length),)  # a small range: one slice
+                if offset + segment.length <= cache.slice_size
+                else slice_pieces(segment, cache.slice_size)
+            )
+            for piece in pieces:
                 if batch and batched + piece.length > SENDFILE_REGION_BYTES:
                     yield _chained(batch)
                     batched = _sent(cache, batch, holds, batched)
@@ -235,7 +241,8 @@ def _stored_region(
 ) -> FileRegion | None:
     """The piece as a region of its open slice file when stored with its pages cached (the
     file held, in ``holds``), or None (then :func:`_piece` reads it, or fetches it)."""
-    length = slice_span(piece.index, cache.slice_size, record.size).length
+    start = piece.index * cache.slice_size  # a slice of the object: slice_span, unchecked
+    length = min(cache.slice_size, record.size - start)
     try:
         stored = cache.store.open_slice(record.key, piece.index, record.etag, record.size, length)
     except KeyError:

@@ -130,6 +130,8 @@ class SliceStore:
         self._headers: OrderedDict[str, tuple[bytes, _Version, int]] = OrderedDict()
         # Slice files open across answers (open_files.py): a hit opens nothing.
         self.open_files = OpenFiles(default_limit() if open_files is None else open_files)
+        # The answer is done with a slice open_slice gave it (bound: one call less per hit).
+        self.release: Callable[[OpenSlice], None] = self.open_files.release
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -254,10 +256,6 @@ class SliceStore:
             fd, offset, path, version, (st.st_dev, st.st_ino), self.open_files.clock()
         )
         return self.open_files.add(slot, opened)
-
-    def release(self, opened: OpenSlice) -> None:
-        """The answer is done with a slice :meth:`open_slice` gave it."""
-        self.open_files.release(opened)
 
     def close_files(self) -> None:
         """Close the files kept open (shutdown; held ones close when released)."""
