@@ -25,6 +25,7 @@ import random
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -82,30 +83,48 @@ async def _measure(
 ) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         url = await _start(nursery, config, server)
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        address = (host, int(port))
-        client = _Client(address, data, connections, seed)
-        try:
-            await trio.to_thread.run_sync(client.run, WARM_UP_REQUESTS)
-            counter = PassCounter()
-            trio.lowlevel.add_instrument(counter)
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            profile = cProfile.Profile()
-            profile.enable()
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                profile.disable()
-            cpu_before, wall_before = time.thread_time(), time.perf_counter()
-            await trio.to_thread.run_sync(client.run, requests)
-            cpu = time.thread_time() - cpu_before
-            wall = time.perf_counter() - wall_before
-        finally:
-            client.close()
+        figures = await measure_url(url, data, requests, connections, seed)
         nursery.cancel_scope.cancel()
+    return figures
+
+
+async def measure_url(
+    url: str,
+    data: bytes,
+    requests: int,
+    connections: int,
+    seed: int,
+    target: bytes = b"/media/f.bin",
+    on_profile: Callable[[cProfile.Profile], None] | None = None,
+) -> dict[str, float]:
+    """The figures of the server at ``url``, run by this ``trio.run`` (which counts its passes
+    and its CPU), answering random 4 KiB ranges of ``target`` (whose bytes are ``data``);
+    ``on_profile`` is given the profile the calls were counted with (to print it)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    address = (host, int(port))
+    client = _Client(address, data, connections, seed, target)
+    try:
+        await trio.to_thread.run_sync(client.run, WARM_UP_REQUESTS)
+        counter = PassCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await trio.to_thread.run_sync(client.run, requests)
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            await trio.to_thread.run_sync(client.run, requests)
+        finally:
+            profile.disable()
+        cpu_before, wall_before = time.thread_time(), time.perf_counter()
+        await trio.to_thread.run_sync(client.run, requests)
+        cpu = time.thread_time() - cpu_before
+        wall = time.perf_counter() - wall_before
+    finally:
+        client.close()
+    if on_profile is not None:
+        on_profile(profile)
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
     return {
         "passes_per_request": counter.steps / requests,
@@ -115,11 +134,35 @@ async def _measure(
     }
 
 
+async def cpu_per_request(
+    url: str, data: bytes, requests: int, connections: int, seed: int
+) -> float:
+    """The server thread's CPU microseconds per request of ``requests`` (as :func:`measure_url`
+    asks them, with no instrument and no profiler): one sample, for runs that take several."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    client = _Client((host, int(port)), data, connections, seed)
+    try:
+        await trio.to_thread.run_sync(client.run, WARM_UP_REQUESTS)
+        before = time.thread_time()
+        await trio.to_thread.run_sync(client.run, requests)
+        return 1e6 * (time.thread_time() - before) / requests
+    finally:
+        client.close()
+
+
 class _Client:
     """Keep-alive GETs of random 4 KiB ranges, round-robin over blocking sockets; checked."""
 
-    def __init__(self, address: tuple[str, int], data: bytes, connections: int, seed: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        data: bytes,
+        connections: int,
+        seed: int,
+        target: bytes = b"/media/f.bin",
+    ) -> None:
         self._data = data
+        self._target = target
         self._random = random.Random(seed)
         self._address = address
         self._socks = [socket.create_connection(address, timeout=30) for _ in range(connections)]
@@ -135,11 +178,11 @@ class _Client:
             batch = self._socks[: requests - sent]
             starts = []
             for sock in batch:
-                start = self._random.randrange(0, FILE_BYTES - RANGE_BYTES)
+                start = self._random.randrange(0, len(self._data) - RANGE_BYTES)
                 starts.append(start)
                 sock.sendall(
-                    b"GET /media/f.bin HTTP/1.1\r\nHost: bench\r\n"
-                    b"Range: bytes=%d-%d\r\n\r\n" % (start, start + RANGE_BYTES - 1)
+                    b"GET %s HTTP/1.1\r\nHost: bench\r\nRange: bytes=%d-%d\r\n\r\n"
+                    % (self._target, start, start + RANGE_BYTES - 1)
                 )
             for index, start in enumerate(starts):
                 body = self._response(index, self._socks[index])

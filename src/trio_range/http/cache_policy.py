@@ -75,7 +75,7 @@ def request_bypasses_cache(
         return "method"
     if has_authorization:
         return "authorization"
-    if parse_cache_control(cache_control).no_store:
+    if cache_control and parse_cache_control(cache_control).no_store:
         return "no-store"
     return None
 

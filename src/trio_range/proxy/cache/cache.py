@@ -32,10 +32,11 @@ from trio_range.http.cache_policy import (
     read_slice_answer,
     same_version,
 )
-from trio_range.http.conditional import Validators
+from trio_range.http.conditional import Validators, format_http_date
 from trio_range.http.forwarding import via_value
 from trio_range.http.slices import revalidation_headers, slice_count, slice_range_header
 from trio_range.proxy.cache.fills import Fill, FillCancelled, Waiter
+from trio_range.proxy.cache.open_files import IDLE_S
 from trio_range.proxy.cache.store import ObjectRecord, SliceStore
 from trio_range.proxy.upstream import Upstream, relay_body
 from trio_range.stats.store import StatsStore
@@ -79,12 +80,14 @@ class SliceCache:
         self._records: OrderedDict[str, ObjectRecord] = OrderedDict()
         self._bypass: OrderedDict[str, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self.via = via_value(config.via_name)
         # A fill is shared: it carries no client's fields, only what identifies the proxy.
         self._fill_headers = [
             ("Host", upstream_host),
             ("Accept-Encoding", "identity"),
-            ("Via", via_value(config.via_name)),
+            ("Via", self.via),
         ]
+        self._date = (0, "")  # the second of the last Date made, and that Date
 
     # --- life cycle (the PushingStore shape: run_in_lifespan runs it) ------------------------
 
@@ -95,9 +98,12 @@ class SliceCache:
             self._nursery = nursery
             task_status.started()
             try:
-                await trio.sleep_forever()
+                while True:  # files kept open that no answer uses are closed (open_files.py)
+                    await trio.sleep(IDLE_S)
+                    self.store.open_files.close_idle()
             finally:
                 self._nursery = None
+                self.store.close_files()
 
     async def aclose(self) -> None:
         """Shutdown: requests are over, so any fill left has no waiter; stop them."""
@@ -107,6 +113,13 @@ class SliceCache:
     @property
     def running(self) -> bool:
         return self._nursery is not None
+
+    def http_date(self, now: float) -> str:
+        """The Date field of an answer made at ``now``: formatted once a second."""
+        second = int(now)
+        if second != self._date[0]:
+            self._date = (second, format_http_date(second))
+        return self._date[1]
 
     # --- what is known of an object ----------------------------------------------------------
 
@@ -119,10 +132,12 @@ class SliceCache:
         del self._bypass[key]
         return False
 
-    def record(self, key: str) -> ObjectRecord | None:
-        """The object's record, fresh or stale; another worker may have refreshed it on disk."""
+    def record(self, key: str, now: float | None = None) -> ObjectRecord | None:
+        """The object's record, fresh or stale; another worker may have refreshed it on disk.
+
+        ``now``: the clock's time, when the caller has it (a hit reads the clock once)."""
         record = self._records.get(key)
-        if record is None or not self.is_fresh(record):
+        if record is None or not (self.clock() if now is None else now) < record.fresh_until:
             on_disk = self.store.read_record(key)
             if on_disk is not None:
                 record = on_disk

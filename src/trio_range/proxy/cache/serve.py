@@ -17,8 +17,7 @@ version means the object changed upstream after the head went out: the answer is
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from quart import Response, request
 
@@ -37,6 +36,7 @@ from trio_range.http.slices import SlicePiece, first_slice_wanted, slice_pieces,
 from trio_range.http.token_bucket import Pacing
 from trio_range.proxy.cache.cache import SliceCache
 from trio_range.proxy.cache.fills import Waiter
+from trio_range.proxy.cache.open_files import OpenSlice
 from trio_range.proxy.cache.store import ObjectRecord
 from trio_range.server.common import fields_response
 from trio_range.server.exchange import Exchange, current_exchange
@@ -77,15 +77,17 @@ async def serve_cached(
     reason = request_bypasses_cache(
         method, field(b"cache-control"), has_authorization=b"authorization" in exchange.fields
     )
-    path = upstream_target(scope.get("raw_path") or b"/", b"")
-    key = cache_key(path, scope["query_string"].decode("latin-1"))
+    path, query = upstream_target(scope.get("raw_path") or b"/", b""), exchange.query
+    key = cache_key(path, query) if query else path
     if reason is not None or not cache.running or cache.bypassed(key):
         exchange.cache = "bypass"
         return None
-    range_header, range_query = exchange.range_header, query_range(scope["query_string"])
-    record = cache.record(key)
+    range_header = exchange.range_header
+    range_query = query_range(scope["query_string"]) if query else None
+    now = cache.clock()
+    record = cache.record(key, now)
     label, waiter = "hit", None
-    if record is None or not cache.is_fresh(record):
+    if record is None or not now < record.fresh_until:
         if method == "HEAD" and record is None:
             exchange.cache = "bypass"  # a HEAD is not worth a slice fetch
             return None
@@ -116,6 +118,7 @@ async def serve_cached(
             return None
         if label == "revalidated" and record.etag != stale_etag:
             label = "miss"  # a new version: nothing stored was usable
+        now = cache.clock()
     exchange.cache = label
     plan = plan_response(
         ConditionalRequest(
@@ -142,11 +145,13 @@ async def serve_cached(
             body = paced(body, pacing, exchange)
     elif waiter is not None:
         waiter.release()
-    # Added with the plan's fields: each later Werkzeug Headers assignment scans the list.
-    fields = list(plan.headers)
+    # Added with the plan's fields: each later Werkzeug Headers assignment scans the list. Via
+    # and Date first: the app's after_request hook (proxy/app.py) looks for them, and finds
+    # them at once instead of scanning the list, raising a KeyError and adding them itself.
+    fields = [("Via", cache.via), ("Date", cache.http_date(now)), *plan.headers]
     if record.cache_control:
         fields.append(("Cache-Control", record.cache_control))
-    fields.append(("Age", str(max(0, int(cache.clock() - record.stored_at)))))
+    fields.append(("Age", str(max(0, int(now - record.stored_at)))))
     return fields_response(plan.status, fields, body)
 
 
@@ -173,36 +178,44 @@ async def _cached_body(
     stays readable through its open descriptor).
     """
     batch: list[FileRegion] = []  # open slice regions not sent yet
+    holds: list[OpenSlice] = []  # their files, held until they are sent
+    batched = 0  # their bytes
     try:
         for segment in segments:
             if isinstance(segment, bytes):
                 if batch:
                     yield _chained(batch)
-                    _sent(cache, batch)
+                    batched = _sent(cache, batch, holds, batched)
                 yield segment
                 continue
-            for piece in slice_pieces(segment, cache.slice_size):
+            index, offset = divmod(segment.start, cache.slice_size)
+            pieces: Iterable[SlicePiece] = (
+                (SlicePiece(index, offset, segment.length),)  # a small range: one slice
+                if offset + segment.length <= cache.slice_size
+                else slice_pieces(segment, cache.slice_size)
+            )
+            for piece in pieces:
+                if batch and batched + piece.length > SENDFILE_REGION_BYTES:
+                    yield _chained(batch)
+                    batched = _sent(cache, batch, holds, batched)
                 held = waiter if waiter is not None and waiter.fill.index == piece.index else None
-                region = None
                 if held is None and sendfile and piece.length <= SENDFILE_REGION_BYTES:
-                    region = _stored_region(cache, record, piece)
-                if region is not None:
-                    if batch and _chained(batch).count + region.count > SENDFILE_REGION_BYTES:
-                        yield _chained(batch)
-                        _sent(cache, batch)
-                    batch.append(region)
-                    continue
+                    region = _stored_region(cache, record, piece, holds)
+                    if region is not None:
+                        batch.append(region)
+                        batched += region.count
+                        continue
                 if batch:
                     yield _chained(batch)
-                    _sent(cache, batch)
+                    batched = _sent(cache, batch, holds, batched)
                 async for item in _piece(cache, record, piece, held, exchange, sendfile=sendfile):
                     yield item
         if batch:
             yield _chained(batch)
-            _sent(cache, batch)
+            _sent(cache, batch, holds, batched)
     finally:
-        for region in batch:
-            os.close(region.fd)
+        for opened in holds:
+            cache.store.release(opened)
         if waiter is not None:
             waiter.release()
 
@@ -211,26 +224,34 @@ def _chained(batch: list[FileRegion]) -> FileRegion | FileRegionChain:
     return batch[0] if len(batch) == 1 else FileRegionChain.of(tuple(batch))
 
 
-def _sent(cache: SliceCache, batch: list[FileRegion]) -> None:
-    """Close the files of regions sent, count their bytes, empty the batch."""
-    for region in batch:
-        os.close(region.fd)
-    cache.stats.record_cache("bytes_from_cache", sum(region.count for region in batch))
+def _sent(cache: SliceCache, batch: list[FileRegion], holds: list[OpenSlice], batched: int) -> int:
+    """Release the files of the ``batched`` bytes of regions sent, count them, empty the batch
+    (0 bytes in it now)."""
+    release = cache.store.release
+    for opened in holds:
+        release(opened)
+    holds.clear()
+    cache.stats.record_cache("bytes_from_cache", batched)
     batch.clear()
+    return 0
 
 
-def _stored_region(cache: SliceCache, record: ObjectRecord, piece: SlicePiece) -> FileRegion | None:
-    """The piece as a region of its open slice file when stored with its pages cached, or None
-    (then :func:`_piece` reads it, or fetches it)."""
-    length = slice_span(piece.index, cache.slice_size, record.size).length
+def _stored_region(
+    cache: SliceCache, record: ObjectRecord, piece: SlicePiece, holds: list[OpenSlice]
+) -> FileRegion | None:
+    """The piece as a region of its open slice file when stored with its pages cached (the
+    file held, in ``holds``), or None (then :func:`_piece` reads it, or fetches it)."""
+    start = piece.index * cache.slice_size  # a slice of the object: slice_span, unchecked
+    length = min(cache.slice_size, record.size - start)
     try:
         stored = cache.store.open_slice(record.key, piece.index, record.etag, record.size, length)
     except KeyError:
         return None
     region = FileRegion(stored.fd, stored.data_offset + piece.offset, piece.length)
     if pages_cached(region):
+        holds.append(stored)
         return region
-    os.close(stored.fd)
+    cache.store.release(stored)
     return None
 
 
@@ -263,7 +284,7 @@ async def _piece(
                     ):
                         yield item
                 finally:
-                    os.close(stored.fd)
+                    cache.store.release(stored)
                 cache.stats.record_cache("bytes_from_cache", piece.length)
                 return
         # A fill complete before this answer joined it is a hit (its slice is just not on

@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from trio_range.http.conditional import Validators
+from trio_range.proxy.cache.open_files import OpenFiles, OpenSlice, default_limit
 
 log = logging.getLogger("trio_range.proxy")
 
@@ -65,14 +66,6 @@ class ObjectRecord:
         return Validators(self.etag, self.last_modified)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class OpenSlice:
-    """A slice file open for reading: its bytes start at ``data_offset`` of ``fd``."""
-
-    fd: int
-    data_offset: int
-
-
 @functools.lru_cache(maxsize=4096)
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
@@ -85,6 +78,14 @@ def _with_header(fields: dict[str, Any]) -> bytes:
 
 _Header = tuple[dict[str, Any], int]  # a slice file's header fields, the offset after it
 _HEADERS_KEPT = 4096
+# What a slice file's header says, as a hit compares it: key, index, ETag, complete length,
+# slice length.
+_Version = tuple[object, object, object, object, object]
+
+
+def _version(fields: dict[str, Any]) -> _Version:
+    get = fields.get
+    return get("key"), get("index"), get("etag"), get("size"), get("length")
 
 
 def _read_header(fd: int) -> _Header | None:
@@ -109,7 +110,12 @@ class SliceStore:
     """The cache folder: write, open, drop and evict slices; read and write object records."""
 
     def __init__(
-        self, root: Path, max_bytes: int, on_evict: Callable[[int], None] = lambda n: None
+        self,
+        root: Path,
+        max_bytes: int,
+        on_evict: Callable[[int], None] = lambda n: None,
+        *,
+        open_files: int | None = None,
     ) -> None:
         self.root = root
         self.on_evict = on_evict
@@ -120,8 +126,12 @@ class SliceStore:
         self._lru: OrderedDict[str, int] = OrderedDict()  # slice path -> file bytes
         self.disk_bytes = 0
         self._writing = 0  # bytes of slices being written now, counted against the bound
-        # Slice path -> the bytes of the header last parsed there, and what they said.
-        self._headers: OrderedDict[str, tuple[bytes, _Header]] = OrderedDict()
+        # Slice path -> the bytes of the header last parsed there, what they said, its length.
+        self._headers: OrderedDict[str, tuple[bytes, _Version, int]] = OrderedDict()
+        # Slice files open across answers (open_files.py): a hit opens nothing.
+        self.open_files = OpenFiles(default_limit() if open_files is None else open_files)
+        # The answer is done with a slice open_slice gave it (bound: one call less per hit).
+        self.release: Callable[[OpenSlice], None] = self.open_files.release
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -194,6 +204,7 @@ class SliceStore:
         self.disk_bytes += size
 
     def _forget(self, path: str) -> None:
+        self.open_files.drop_path(path)
         size = self._lru.pop(path, None)
         if size is not None:
             self.disk_bytes -= size
@@ -203,6 +214,7 @@ class SliceStore:
         while self._lru and self.disk_bytes + self._writing + extra > self.max_bytes:
             path, size = self._lru.popitem(last=False)
             self.disk_bytes -= size
+            self.open_files.drop_path(path)  # answers holding it read it to their end
             self.on_evict(1)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -210,11 +222,20 @@ class SliceStore:
     # --- slices ------------------------------------------------------------------------------
 
     def open_slice(self, key: str, index: int, etag: str, size: int, length: int) -> OpenSlice:
-        """The slice, opened, when a complete file of that version is there; else raise KeyError.
+        """The slice, open and held, when a complete file of that version is there; else raise
+        KeyError. The caller releases it (:meth:`release`) once its bytes are sent.
 
-        On the event loop: an open, a fstat and two small preads, answered from the kernel's
-        caches in microseconds (as the origin opens its files).
+        A file kept open since an earlier answer is handed out again (open_files.py). Else, on
+        the event loop: an open, a fstat and one or two small preads, answered from the
+        kernel's caches in microseconds (as the origin opens its files).
         """
+        slot, version = (key, index), (etag, size, length)
+        held = self.open_files.hold(slot, version)
+        if held is not None:
+            lru = self._lru
+            if held.path in lru:
+                lru.move_to_end(held.path)
+            return held
         path = self.slice_path(key, index)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -223,34 +244,43 @@ class SliceStore:
             raise KeyError(path) from None
         try:
             st = os.fstat(fd)
-            # A header already parsed is recognised by its bytes (one pread, no JSON): a hit
-            # of a 1 GiB object opens 1024 slices, and parsing was a third of each open.
-            known = self._headers.get(path)
-            parsed: _Header | None
-            if known is not None and os.pread(fd, known[1][1], 0) == known[0]:
-                parsed = known[1]
-            else:
-                parsed = _read_header(fd)
-                if parsed is not None:
-                    self._headers.pop(path, None)
-                    self._headers[path] = (os.pread(fd, parsed[1], 0), parsed)
-                    if len(self._headers) > _HEADERS_KEPT:
-                        self._headers.popitem(last=False)
-            if parsed is not None:
-                fields, offset = parsed
-                expected = {"key": key, "index": index, "etag": etag, "size": size}
-                if (
-                    all(fields.get(name) == value for name, value in expected.items())
-                    and fields.get("length") == length
-                    and st.st_size == offset + length
-                ):
-                    self._remember(path, offset + length)
-                    return OpenSlice(fd, offset)
+            offset = self._checked_offset(path, fd, (key, index, etag, size, length))
         except BaseException:
             os.close(fd)
             raise
-        os.close(fd)
-        raise KeyError(path)
+        if offset is None or st.st_size != offset + length:
+            os.close(fd)
+            raise KeyError(path)
+        self._remember(path, offset + length)
+        opened = OpenSlice(
+            fd, offset, path, version, (st.st_dev, st.st_ino), self.open_files.clock()
+        )
+        return self.open_files.add(slot, opened)
+
+    def close_files(self) -> None:
+        """Close the files kept open (shutdown; held ones close when released)."""
+        self.open_files.close()
+
+    def _checked_offset(self, path: str, fd: int, expected: _Version) -> int | None:
+        """Where the slice's bytes start in ``fd`` if its header says ``expected``, else None.
+
+        A header already parsed is recognised by its bytes (one pread, no JSON): a hit of a
+        1 GiB object opens 1024 slices, and parsing was a third of each open.
+        """
+        known = self._headers.get(path)
+        if known is not None and os.pread(fd, len(known[0]), 0) == known[0]:
+            version, offset = known[1], known[2]
+        else:
+            parsed = _read_header(fd)
+            if parsed is None:
+                return None
+            fields, offset = parsed
+            version = _version(fields)
+            self._headers.pop(path, None)
+            self._headers[path] = (os.pread(fd, offset, 0), version, offset)
+            if len(self._headers) > _HEADERS_KEPT:
+                self._headers.popitem(last=False)
+        return offset if version == expected else None
 
     async def write_slice(
         self, key: str, index: int, validators: Validators, size: int, data: bytes | bytearray
@@ -272,6 +302,7 @@ class SliceStore:
             await trio.to_thread.run_sync(self._write_atomically, path, header, data)
         finally:
             self._writing -= total
+        self.open_files.drop_path(path)  # a file kept open there is the one replaced
         self._remember(path, total)
 
     def has_slice(self, key: str, index: int) -> bool:
