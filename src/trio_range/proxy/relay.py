@@ -38,7 +38,7 @@ from trio_range.http.relay import (
     upstream_target,
 )
 from trio_range.http.token_bucket import Pacing, pacing_for
-from trio_range.proxy.upstream import Upstream, relay_body
+from trio_range.proxy.upstream import Upstream, relay_body, response_closer
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_region import can_send_file
@@ -123,7 +123,7 @@ async def relay(site: ProxySite) -> Response:
     except UpstreamError as error:
         log.warning("%s %s: %s", method, target, error)
         return upstream_failure(error)
-    exchange.resources.push_async_callback(response.aclose)
+    exchange.resources.push_async_callback(response_closer(response))
     status = response.status_code
     if status >= 500:
         stats.record_upstream_error("status_5xx")
@@ -156,7 +156,9 @@ async def relay(site: ProxySite) -> Response:
         # keeps the upstream's Date, or gets one here.
         received_at=int(time.time()),
     )
-    asked = replacement is not None or any(name.lower() == "range" for name, _ in headers)
+    asked = replacement is not None or (
+        exchange.range_header is not None and any(name.lower() == "range" for name, _ in headers)
+    )
     content_type = ""
     if status == 206:  # only a 206's type tells a single range from several
         content_type = next(
