@@ -6,8 +6,11 @@ without the behaviour they check.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from tests.conftest import SMALL
@@ -15,6 +18,7 @@ from tests.server.test_serving import open_client
 from tests.support.range_upstream import open_range_upstream
 from tests.support.servers import proxy_config, start_app, start_origin
 from trio_range.proxy.app import create_app
+from trio_range.server import socket_writer
 
 REQUESTS = 30
 
@@ -116,3 +120,43 @@ async def test_a_relayed_answer_without_date_gets_the_proxys_and_keeps_one_via(
     assert names.count("date") == 1, head
     assert names.count("via") == 1, head
     assert names.count("content-type") <= 1, head
+
+
+async def test_a_small_relayed_answer_leaves_in_one_write(
+    nursery: trio.Nursery, media_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head waits in the SocketWriter for the body; a small body of bytes goes out with it
+    # in one send (it went out in a second one: one more syscall and packet per request).
+    writes: list[int] = []
+    write_once = socket_writer._write_once
+
+    def counted(fd: int, piece: Any, done: int) -> int:
+        writes.append(len(piece))
+        return write_once(fd, piece, done)
+
+    origin = await start_origin(nursery, media_dir=media_dir)
+    config = proxy_config(origin)
+    url = await start_app(nursery, create_app(config), config)
+    stream = await open_client(url)
+    async with stream:
+        await stream.send_all(b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _read_response(stream)
+        monkeypatch.setattr(socket_writer, "_write_once", counted)
+        for first in range(len(SMALL)):
+            await stream.send_all(
+                b"GET /media/small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\n\r\n" % first
+            )
+            head, body = await _read_response(stream)
+            assert body == SMALL[first:]
+            # Everything the proxy wrote for this answer, in one piece.
+            assert writes[-1] == len(head) + 4 + len(body), writes
+    # The origin (in this process too) answered each with one write as well.
+    assert len(writes) == 2 * len(SMALL), writes
+
+
+async def test_the_startup_heap_is_frozen_once_the_proxy_serves(nursery: trio.Nursery) -> None:
+    # Full collections skip what was there at startup (app.freeze_startup_heap says why):
+    # the first proxy of the process freezes it, later ones find it frozen.
+    config = proxy_config("http://127.0.0.1:9")
+    await start_app(nursery, create_app(config), config)
+    assert gc.get_freeze_count() > 10_000

@@ -9,8 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 
 from quart import Response
 
@@ -45,8 +44,8 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
         # One client (one connection pool) for the app's lifetime, closed at shutdown.
         async with site.upstream:
             stats.open_upstream_connections = site.upstream.open_connections
-            with frozen_startup_heap():
-                yield
+            freeze_startup_heap()
+            yield
 
     @app.after_request
     async def add_via_and_date_to_local_answers(response: Response) -> Response:
@@ -74,20 +73,17 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
     return app
 
 
-@contextmanager
-def frozen_startup_heap() -> Iterator[None]:
+def freeze_startup_heap() -> None:
     """Keep what exists at startup (modules, the app) out of the garbage collector's full passes.
 
     A full (generation 2) collection walks every tracked object: the ~54,000 that importing
     Quart, Hypercorn, trio and httpx leaves are 30 ms of CPU on this project's 2-core test
     machine, during which every relay in flight stalls; under load one came every few thousand
     requests and set the proxy's p99 latency. ``gc.freeze`` moves them to a generation no
-    collection visits (they are never garbage: they live as long as the process). Unfrozen at
-    shutdown, so a process that starts and stops apps (the tests) keeps collecting them.
+    collection visits (they live as long as the process). Once per process: what a later
+    freeze would add (a test process's apps, started and stopped by the hundred) could never be
+    collected, and a cancelled app has no shutdown step that could reliably unfreeze.
     """
-    gc.collect()  # the import and startup scratch goes first: frozen garbage would stay
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+    if gc.get_freeze_count() == 0:
+        gc.collect()  # the import and startup scratch goes first: frozen garbage would stay
+        gc.freeze()
