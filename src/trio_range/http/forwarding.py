@@ -278,11 +278,13 @@ def response_headers_for_client(
     """
     lowered, dropped = _lowered(upstream_headers)
     dropped.add(ACCEL_LIMIT_RATE)
-    if any(lower == "transfer-encoding" for lower, _, _ in lowered):
-        # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the Transfer-Encoding
-        # overrides the Content-Length", and "an intermediary that chooses to forward the
-        # message MUST first remove the received Content-Length field".
-        dropped.add("content-length")
+    for lower, _, _ in lowered:
+        if lower == "transfer-encoding":
+            # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
+            # Transfer-Encoding overrides the Content-Length", and "an intermediary that
+            # chooses to forward the message MUST first remove the received Content-Length".
+            dropped.add("content-length")
+            break
     headers: Headers = []
     earlier_via: list[str] = []
     dated = False

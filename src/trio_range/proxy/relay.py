@@ -156,8 +156,10 @@ async def relay(site: ProxySite) -> Response:
         # keeps the upstream's Date, or gets one here.
         received_at=int(time.time()),
     )
+    # ASGI gives the client's names in lower case; a Range the client's Connection named is
+    # not in headers (hop-by-hop), so it was not asked of the upstream.
     asked = replacement is not None or (
-        exchange.range_header is not None and any(name.lower() == "range" for name, _ in headers)
+        exchange.range_header is not None and "range" in [name for name, _ in headers]
     )
     content_type = ""
     if status == 206:  # only a 206's type tells a single range from several
