@@ -167,11 +167,12 @@ async def relay(site: ProxySite) -> Response:
             (value for name, value in upstream_fields if name.lower() == "content-type"), ""
         )
     exchange.range_outcome = relayed_range_outcome(asked, status, content_type)
-    return RelayedResponse(
-        RelayedResponse.data_body_class(b"") if body is None else body,
-        status=status,
-        headers=Headers(client_fields),
+    relayed = RelayedResponse(
+        RelayedResponse.data_body_class(b"") if body is None else body, status=status
     )
+    # Set after: given to the constructor, they would be searched for a Content-Type.
+    relayed.headers = Headers(client_fields)
+    return relayed
 
 
 class RelayedResponse(Response):
