@@ -684,13 +684,13 @@ def measure_against_old(ctx: Context, kind: str) -> tuple[list[Row], dict[str, A
 
 def measure_proxy_rate(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     label = "proxy, random 4 KiB ranges, c=64"
-    target = Target(at_least_ratio=1.0)
+    target = Target(at_least_ratio=0.6)  # issue 14
     return _proxy_wrk(ctx, "proxy_rate", 64, label, "requests_per_s", "req/s", target)
 
 
 def measure_proxy_p99(ctx: Context) -> tuple[list[Row], dict[str, Any]]:
     label = "proxy, p99 of 4 KiB ranges, c=16"
-    target = Target(at_most_ratio=1.0)
+    target = Target(at_most_ratio=1.5)  # issue 14
     return _proxy_wrk(ctx, "proxy_p99", 16, label, "p99_ms", "ms", target)
 
 

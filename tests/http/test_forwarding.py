@@ -335,6 +335,25 @@ def test_response_with_transfer_encoding_loses_content_length() -> None:
     assert out == [("ETag", '"e"'), ("Via", "1.1 p")]
 
 
+@pytest.mark.parametrize(
+    ("fields", "received_at", "dates"),
+    [
+        # RFC 9110 §6.6.1: the time it was received, for an answer without Date.
+        ([("ETag", '"e"')], 784111777, ["Sun, 06 Nov 1994 08:49:37 GMT"]),
+        # The upstream's own Date is kept, whatever its spelling, and none is added.
+        ([("date", "Mon, 07 Nov 1994 08:49:37 GMT")], 0, ["Mon, 07 Nov 1994 08:49:37 GMT"]),
+        # Without a received_at (the caller adds none), nothing changes.
+        ([("ETag", '"e"')], None, []),
+    ],
+)
+def test_response_without_date_gets_the_time_it_was_received(
+    fields: list[tuple[str, str]], received_at: int | None, dates: list[str]
+) -> None:
+    out = response_headers_for_client(fields, via_name="p", received_at=received_at)
+    assert [value for name, value in out if name.lower() == "date"] == dates
+    assert out[-1] == ("Via", "1.1 p")
+
+
 # ---- properties -----------------------------------------------------------------------------
 
 END_TO_END = [

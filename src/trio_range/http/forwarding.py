@@ -7,10 +7,12 @@ the case they arrived in. Fields that are not ours to touch keep their order and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
 from trio_range.config import Network
+from trio_range.http.conditional import format_http_date
 from trio_range.http.grammar import OWS, TCHAR, is_token, parse_digits, split_list
 
 __all__ = [
@@ -86,6 +88,7 @@ def _normalise_protocol_version(protocol_version: str) -> str:
     return protocol_version.strip()
 
 
+@functools.lru_cache(maxsize=64)
 def via_value(name: str, protocol_version: str = "1.1") -> str:
     """One Via member for this proxy: received-protocol first, then our pseudonym (§7.6.3).
 
@@ -96,6 +99,8 @@ def via_value(name: str, protocol_version: str = "1.1") -> str:
     '1.1 trio-range'
     >>> via_value("trio-range", "HTTP/1.0")
     '1.0 trio-range'
+
+    Cached: every relayed message asks for it twice with the same few arguments.
     """
     # received-by = pseudonym [ ":" port ]; port = *DIGIT (RFC 3986). Our name is
     # configuration, so refuse anything that would corrupt the list (a comma, a space) rather
@@ -115,17 +120,43 @@ def _combined(headers: Iterable[tuple[str, str]], lower_name: str) -> list[str]:
     Values are kept whole rather than split at commas: a Via comment may hold a comma. Only
     the outer whitespace and stray outer commas go, so the joined list has no empty member.
     """
-    values = (value.strip(OWS + ",") for name, value in headers if name.lower() == lower_name)
+    values = (_list_member(value) for name, value in headers if name.lower() == lower_name)
     return [value for value in values if value]
 
 
-def _append_via(headers: Headers, member: str) -> Headers:
-    # §7.6.3: "each intermediary appends its own information about how the message was
-    # received", so earlier Via members stay first, combined into one field that goes last.
-    earlier = _combined(headers, "via")
-    kept = [(name, value) for name, value in headers if name.lower() != "via"]
-    kept.append(("Via", ", ".join([*earlier, member])))
-    return kept
+def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, str]], set[str]]:
+    """Each field with its name lower-cased once, and the names its Connection fields list.
+
+    The relay's two directions read every name several times (hop-by-hop, Via, the fields
+    they replace); lowering each once keeps them one pass over the list per message.
+    """
+    lowered = [(name.lower(), name, value) for name, value in headers]
+    dropped = set(HOP_BY_HOP)
+    for lower, _, value in lowered:
+        if lower == "connection":
+            dropped.update(member.lower() for member in split_list(value))
+    return lowered, dropped
+
+
+def _list_member(value: str) -> str:
+    """A value to be joined into a combined list: no outer whitespace or stray commas."""
+    return value.strip(OWS + ",")
+
+
+# Replaced by the proxy's own on the way upstream (see request_headers_for_upstream).
+_REPLACED_UPSTREAM = frozenset(
+    {
+        # The upstream comes from configuration: the client's Host never redirects the proxy.
+        "host",
+        # Identity upstream, so Content-Length and byte ranges mean the same bytes at both ends.
+        "accept-encoding",
+        # Set from what this proxy saw; a client must not choose what the upstream trusts.
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-for",
+        *_REQUEST_BODY_FIELDS,
+    }
+)
 
 
 def request_headers_for_upstream(
@@ -144,33 +175,43 @@ def request_headers_for_upstream(
     Range, If-Range and the conditional fields pass untouched: the upstream decides what to
     send, and the relay carries its answer back unchanged (a 200 stays a 200).
     """
-    client_headers = list(client_headers)
+    lowered, dropped = _lowered(client_headers)
     # The Host this proxy received, even if the client also listed it in Connection.
-    client_host = next((value for name, value in client_headers if name.lower() == "host"), None)
-    headers = strip_hop_by_hop(client_headers)
-    forwarded_for = _combined(headers, "x-forwarded-for")
-    replaced = {
-        # The upstream comes from configuration: the client's Host never redirects the proxy.
-        "host",
-        # Identity upstream, so Content-Length and byte ranges mean the same bytes at both ends.
-        "accept-encoding",
-        # Set from what this proxy saw; a client must not choose what the upstream trusts.
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-for",
-        *_REQUEST_BODY_FIELDS,
-    }
+    client_host = next((value for lower, _, value in lowered if lower == "host"), None)
     out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
-    out.extend((name, value) for name, value in headers if name.lower() not in replaced)
+    forwarded_for: list[str] = []
+    earlier_via: list[str] = []
+    for lower, name, value in lowered:
+        if lower in dropped:
+            continue
+        if lower in _REPLACED_UPSTREAM:
+            if lower == "x-forwarded-for":
+                forwarded_for.append(_list_member(value))
+        elif lower == "via":
+            earlier_via.append(_list_member(value))
+        else:
+            out.append((name, value))
     # X-Forwarded-For lists each hop's client, nearest last. An unknown client address (ASGI's
     # scope["client"] may be None) adds no empty member.
-    forwarded_for.extend([client_ip] if client_ip else [])
+    forwarded_for = [member for member in forwarded_for if member]
+    if client_ip:
+        forwarded_for.append(client_ip)
     if forwarded_for:
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     out.append(("X-Forwarded-Proto", scheme))
     if client_host is not None:
         out.append(("X-Forwarded-Host", client_host))
-    return _append_via(out, via_value(via_name, client_http_version))
+    return _with_via(out, earlier_via, via_value(via_name, client_http_version))
+
+
+def _with_via(headers: Headers, earlier: list[str], member: str) -> Headers:
+    """``headers`` (no Via among them) with one Via last: the ``earlier`` members, then ours.
+
+    §7.6.3: "each intermediary appends its own information about how the message was
+    received", so earlier members stay first, combined into one field.
+    """
+    headers.append(("Via", ", ".join([*(value for value in earlier if value), member])))
+    return headers
 
 
 _LOCATION_FIELDS = frozenset({"location", "content-location"})
@@ -222,6 +263,7 @@ def response_headers_for_client(
     via_name: str,
     upstream_http_version: str = "1.1",
     upstream_base: str | None = None,
+    received_at: int | None = None,
 ) -> Headers:
     """The header list to send the client for the upstream's response.
 
@@ -229,27 +271,38 @@ def response_headers_for_client(
     X-Accel-Limit-Rate, addressed to the proxy: :func:`upstream_limit_rate`); Content-Length,
     Content-Range, Content-Type, ETag, Last-Modified and Accept-Ranges describe the bytes the
     relay passes through unchanged. With ``upstream_base``, a Location or Content-Location
-    naming the upstream is made relative (:func:`rewrite_upstream_location`).
+    naming the upstream is made relative (:func:`rewrite_upstream_location`). With
+    ``received_at`` (Unix seconds), a response without Date gets one for that time: RFC 9110
+    §6.6.1, a recipient with a clock "MUST record the time it was received and append a
+    corresponding Date header field" to a message it forwards.
     """
-    upstream_headers = list(upstream_headers)
-    headers = [
-        (name, value)
-        for name, value in strip_hop_by_hop(upstream_headers)
-        if name.lower() != ACCEL_LIMIT_RATE
-    ]
-    if upstream_base is not None:
-        headers = [
-            (name, rewrite_upstream_location(value, upstream_base))
-            if name.lower() in _LOCATION_FIELDS
-            else (name, value)
-            for name, value in headers
-        ]
-    if any(name.lower() == "transfer-encoding" for name, _ in upstream_headers):
-        # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the Transfer-Encoding
-        # overrides the Content-Length", and "an intermediary that chooses to forward the
-        # message MUST first remove the received Content-Length field".
-        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
-    return _append_via(headers, via_value(via_name, upstream_http_version))
+    lowered, dropped = _lowered(upstream_headers)
+    dropped.add(ACCEL_LIMIT_RATE)
+    for lower, _, _ in lowered:
+        if lower == "transfer-encoding":
+            # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
+            # Transfer-Encoding overrides the Content-Length", and "an intermediary that
+            # chooses to forward the message MUST first remove the received Content-Length".
+            dropped.add("content-length")
+            break
+    headers: Headers = []
+    earlier_via: list[str] = []
+    dated = False
+    for lower, name, value in lowered:
+        if lower in dropped:
+            continue
+        if lower == "via":
+            earlier_via.append(_list_member(value))
+        elif lower == "date":
+            dated = True
+            headers.append((name, value))
+        elif upstream_base is not None and lower in _LOCATION_FIELDS:
+            headers.append((name, rewrite_upstream_location(value, upstream_base)))
+        else:
+            headers.append((name, value))
+    if received_at is not None and not dated:
+        headers.append(("Date", format_http_date(received_at)))
+    return _with_via(headers, earlier_via, via_value(via_name, upstream_http_version))
 
 
 def is_trusted(address: str, trusted: Sequence[Network]) -> bool:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from quart import Response, request
+from werkzeug.datastructures import Headers
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import UpstreamError
@@ -36,7 +38,7 @@ from trio_range.http.relay import (
     upstream_target,
 )
 from trio_range.http.token_bucket import Pacing, pacing_for
-from trio_range.proxy.upstream import Upstream, relay_body
+from trio_range.proxy.upstream import Upstream, relay_body, response_closer
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_region import can_send_file
@@ -88,6 +90,8 @@ async def relay(site: ProxySite) -> Response:
             return cached
     exchange = current_exchange()
     scope = request.scope
+    method: str = exchange.method
+    query_string: bytes = scope["query_string"]
     client_headers = [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
     ]
@@ -99,10 +103,10 @@ async def relay(site: ProxySite) -> Response:
         via_name=site.config.via_name,
         client_http_version=scope.get("http_version", "1.1"),
     )
-    target = upstream_target(scope.get("raw_path") or b"/", scope["query_string"])
+    target = upstream_target(scope.get("raw_path") or b"/", query_string)
     try:
         replacement = range_for_upstream(
-            request.headers.get("Range"), query_range(scope["query_string"])
+            exchange.range_header, query_range(query_string) if query_string else None
         )
     except RangeConflict:
         return await _conflict(site, target, headers)
@@ -114,13 +118,14 @@ async def relay(site: ProxySite) -> Response:
     stats.record_upstream_request()
     try:
         response = await site.upstream.open(
-            request.method, target, headers, stats_error=stats.record_upstream_error
+            method, target, headers, stats_error=stats.record_upstream_error
         )
     except UpstreamError as error:
-        log.warning("%s %s: %s", request.method, target, error)
+        log.warning("%s %s: %s", method, target, error)
         return upstream_failure(error)
-    exchange.resources.push_async_callback(response.aclose)
-    if response.status_code >= 500:
+    exchange.resources.push_async_callback(response_closer(response))
+    status = response.status_code
+    if status >= 500:
         stats.record_upstream_error("status_5xx")
 
     # The upstream's fields as it sent them: httpx's raw names keep their case (multi_items()
@@ -130,8 +135,8 @@ async def relay(site: ProxySite) -> Response:
     upstream_fields = [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw
     ]
-    body: object = b""
-    if request.method != "HEAD":
+    body: Any = None
+    if method != "HEAD":
         body = relay_body(
             response,
             stats_error=stats.record_upstream_error,
@@ -142,22 +147,44 @@ async def relay(site: ProxySite) -> Response:
         pacing = response_pacing(site.config, upstream_fields, target)
         if pacing is not None:
             body = paced(body, pacing, exchange)
-    relayed = Response(body, status=response.status_code)  # type: ignore[arg-type]
-    del relayed.headers["Content-Type"]
-    del relayed.headers["Content-Length"]
-    for name, value in response_headers_for_client(
+    client_fields = response_headers_for_client(
         upstream_fields,
         via_name=site.config.via_name,
         upstream_http_version=response.http_version.removeprefix("HTTP/"),
         upstream_base=site.upstream.base_url,
-    ):
-        relayed.headers.add(name, value)
-    exchange.range_outcome = relayed_range_outcome(
-        any(name.lower() == "range" for name, _ in headers),
-        response.status_code,
-        response.headers.get("Content-Type", ""),
+        # Hypercorn's Date is off for the proxy (serving.hypercorn_config): a relayed response
+        # keeps the upstream's Date, or gets one here.
+        received_at=int(time.time()),
     )
+    # ASGI gives the client's names in lower case; a Range the client's Connection named is
+    # not in headers (hop-by-hop), so it was not asked of the upstream.
+    asked = replacement is not None or (
+        exchange.range_header is not None and "range" in [name for name, _ in headers]
+    )
+    content_type = ""
+    if status == 206:  # only a 206's type tells a single range from several
+        content_type = next(
+            (value for name, value in upstream_fields if name.lower() == "content-type"), ""
+        )
+    exchange.range_outcome = relayed_range_outcome(asked, status, content_type)
+    relayed = RelayedResponse(
+        RelayedResponse.data_body_class(b"") if body is None else body, status=status
+    )
+    # Set after: given to the constructor, they would be searched for a Content-Type.
+    relayed.headers = Headers(client_fields)
     return relayed
+
+
+class RelayedResponse(Response):
+    """A relayed answer: its fields are exactly the relay's (Werkzeug's Headers validates them).
+
+    No Content-Type or Content-Length of Quart's: ``Response`` would add a text/html type and
+    a Content-Length of its own to a body of bytes, which then had to be deleted. The app's
+    after-request hook knows by this type that Via and Date are already there.
+    """
+
+    default_mimetype = None  # type: ignore[assignment]
+    automatically_set_content_length = False
 
 
 def response_pacing(

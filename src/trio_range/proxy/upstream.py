@@ -10,8 +10,8 @@ phase and the body alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx2 as httpx
@@ -41,28 +41,53 @@ def _error_kind(error: Exception) -> str:
     return "truncated"
 
 
-@contextmanager
-def map_upstream_errors(stats_error: Any = None, *, in_body: bool = False) -> Iterator[None]:
+class map_upstream_errors:  # lower case: used like the function it replaced
     """Translate the client library's failures into our errors, counting each in the stats.
 
     Before the response head (``in_body`` False): no free pool connection is
     UpstreamUnavailable (503), a timeout UpstreamTimeout (504), anything else UpstreamError
     (502). In the body: StreamAborted, so the client connection is aborted and the client sees
     a broken transfer, not a short one that looks complete.
+
+    A class rather than a ``@contextmanager`` generator: it is entered twice per relayed
+    request, and the generator's machinery was ten Python calls each time.
     """
-    try:
-        yield
-    except httpx.HTTPError as error:
-        if isinstance(error, httpx.PoolTimeout) and not in_body:
-            raise UpstreamUnavailable(f"no upstream connection free: {error!r}") from error
+
+    __slots__ = ("_in_body", "_stats_error")
+
+    def __init__(self, stats_error: Any = None, *, in_body: bool = False) -> None:
+        self._stats_error = stats_error
+        self._in_body = in_body
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, httpx.HTTPError):
+            raise self._mapped(error) from error
+
+    def _mapped(self, error: httpx.HTTPError) -> UpstreamError | StreamAborted:
+        if isinstance(error, httpx.PoolTimeout) and not self._in_body:
+            return UpstreamUnavailable(f"no upstream connection free: {error!r}")
         kind = _error_kind(error)
-        if stats_error is not None:
-            stats_error(kind)
-        if in_body:
-            raise StreamAborted(f"upstream body {kind}: {type(error).__name__}: {error}") from error
+        if self._stats_error is not None:
+            self._stats_error(kind)
+        if self._in_body:
+            return StreamAborted(f"upstream body {kind}: {type(error).__name__}: {error}")
         if kind == "timeout":
-            raise UpstreamTimeout(f"upstream too slow: {type(error).__name__}") from error
-        raise UpstreamError(f"upstream failed: {type(error).__name__}: {error}") from error
+            return UpstreamTimeout(f"upstream too slow: {type(error).__name__}")
+        return UpstreamError(f"upstream failed: {type(error).__name__}: {error}")
+
+
+# A GET or HEAD has no body. Given as the request's stream, it also spares httpx the steps of
+# building one from content (a Content-Type lookup, encode_request, a second header list).
+_NO_BODY = httpx.ByteStream(b"")
+
+
+def _has_host(fields: list[tuple[bytes, bytes]]) -> bool:
+    if fields and fields[0][0].lower() == b"host":
+        return True  # the relay's own order (request_headers_for_upstream): no scan
+    return any(name.lower() == b"host" for name, _ in fields)
 
 
 class Upstream:
@@ -119,26 +144,32 @@ class Upstream:
         The caller owns the response and must ``aclose`` it. A request that fails on a reused
         connection before any response byte is retried once on a new one (by the transport).
         """
+        # As the bytes they arrived as: field values may carry obs-text (RFC 9110 §5.5), which
+        # httpx refuses in str headers.
+        fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        if not _has_host(fields):
+            # What httpx adds to a request built from content; the relay's come with one first.
+            fields.insert(0, (b"Host", self._url.netloc))
         request = httpx.Request(
             method,
             self._url,
-            # As the bytes they arrived as: field values may carry obs-text (RFC 9110 §5.5),
-            # which httpx refuses in str headers.
-            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            headers=fields,
+            stream=_NO_BODY,
             # The target exactly as the client sent it: httpx would remove dot segments.
             extensions={"target": target.encode("latin-1")},
         )
-        try:
-            # The deadline covers the pool wait, connect, send and the response head. Cancelling
-            # anywhere there is safe: the transport's lease ends in a finally (pool.py).
-            with trio.fail_after(self.response_timeout_s), map_upstream_errors(stats_error):
+        # The deadline covers the pool wait, connect, send and the response head. Cancelling
+        # anywhere there is safe: the transport's lease ends in a finally (pool.py). A plain
+        # scope: trio.fail_after is the same scope inside a generator context manager.
+        with trio.CancelScope(deadline=trio.current_time() + self.response_timeout_s) as head:
+            with map_upstream_errors(stats_error):
                 response = await self._transport.handle_async_request(request)
-        except trio.TooSlowError:
-            if stats_error is not None:
-                stats_error("timeout")
-            raise UpstreamTimeout(f"no response head within {self.response_timeout_s} s") from None
-        response.request = request
-        return response
+                response.request = request
+                return response
+        assert head.cancelled_caught  # returned above otherwise
+        if stats_error is not None:
+            stats_error("timeout")
+        raise UpstreamTimeout(f"no response head within {self.response_timeout_s} s")
 
 
 async def relay_body(
@@ -155,13 +186,20 @@ async def relay_body(
     if isinstance(stream, UpstreamBody):
         # Each upstream read is relayed as it arrives (no chunk size): a slow upstream streams.
         items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
-        closing: Any = response
     else:
-        items = closing = response.aiter_raw()
+        items = response.aiter_raw()
     with map_upstream_errors(stats_error, in_body=True):
         try:
             async with aclosing(items):
                 async for item in items:
                     yield item
         finally:
-            await closing.aclose()
+            await response_closer(response)()
+
+
+def response_closer(response: httpx.Response) -> Callable[[], Awaitable[None]]:
+    """What closes ``response``: for our transport's body, its own ``aclose`` (idempotent; it
+    ends the lease), without httpx's ``Response.aclose`` wrapper (a context manager per call,
+    a tenth of a small body's relay)."""
+    stream = response.stream
+    return stream.aclose if isinstance(stream, UpstreamBody) else response.aclose

@@ -29,7 +29,7 @@ from trio_range.server._hypercorn_hooks import (
 from trio_range.server.accepting import serve_listener
 from trio_range.server.app import RangeApp
 from trio_range.server.file_region import SEND_FILE_KEY
-from trio_range.server.heap import release_free_heap
+from trio_range.server.heap import freeze_startup_heap, release_free_heap
 from trio_range.server.registry import ConnectionRegistry
 
 log = logging.getLogger("trio_range")
@@ -135,6 +135,7 @@ async def serve_app(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         release_free_heap()  # what importing and starting freed goes back (heap.py says why)
+        freeze_startup_heap()  # and what stayed leaves the full collections (heap.py)
         async with trio.open_nursery() as connections:
             log.info("Running on %s (Ctrl-C to stop)", url)
             task_status.started([url])

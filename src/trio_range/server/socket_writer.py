@@ -39,7 +39,7 @@ from trio_range.server.file_region import FileRegion, KernelRegion
 # at least every 1 MiB written").
 FAIRNESS_BYTES = 1 << 20
 
-# A file region this small right after a held head is read and sent with the head.
+# A file region (or bytes) this small right after a held head is sent with the head.
 COALESCE_REGION_BYTES = 16 * 1024
 
 Piece = bytes | bytearray | memoryview | KernelRegion
@@ -113,6 +113,9 @@ class SocketWriter:
                     raise first.short(len(data))
                 pieces = [self._held + data, *pieces[1:]]
                 region_tail = first.count
+            elif isinstance(first, bytes) and len(first) <= COALESCE_REGION_BYTES:
+                # Small bytes after a held head (a relayed small body): one send for both.
+                pieces = [self._held + first, *pieces[1:]]
             else:
                 pieces = [self._held, *pieces]
             self._held = b""
