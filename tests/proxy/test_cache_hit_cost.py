@@ -85,8 +85,10 @@ async def test_a_hit_opens_no_file_and_costs_about_the_origins_python_calls(
 
     origin_calls = await _calls(origin, starts)
     hit_calls = await _calls(proxy, starts)
-    # The hit's three more fields (Via, Date, Age: about 11 calls each through Werkzeug and
-    # h11) against the origin's path resolution: 1.4% more calls here (1590 vs 1568 per
-    # request with this client's); 7.6% more (1689) before the hit kept its files open and
-    # gave the app's after_request hook its Via and Date.
-    assert hit_calls <= 1.05 * origin_calls, (hit_calls / REQUESTS, origin_calls / REQUESTS)
+    # The hit's three more fields (Via, Date, Age, which RFC 9110/9111 ask of a cache's answer:
+    # about 11 calls each through Werkzeug, Hypercorn and h11) against the origin's path
+    # resolution and file open: 5.0% more calls here (1250 vs 1190 per request with this
+    # client's, after the origin's own cuts of issue 13); 7.6% more before the hit kept its
+    # files open, over an origin that was then 30% dearer. The bound leaves room for what
+    # varies with the clock (the Date formatted once a second), not for a per-hit regression.
+    assert hit_calls <= 1.08 * origin_calls, (hit_calls / REQUESTS, origin_calls / REQUESTS)

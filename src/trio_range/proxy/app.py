@@ -15,7 +15,8 @@ from quart import Response
 from trio_range.config import ProxyConfig, load
 from trio_range.http.conditional import format_http_date
 from trio_range.http.forwarding import via_value
-from trio_range.proxy.relay import ProxySite, RelayedResponse, relay
+from trio_range.proxy.answers import CompleteAnswer
+from trio_range.proxy.relay import ProxySite, relay
 from trio_range.server.app import RangeApp
 from trio_range.server.common import install_common_routes
 from trio_range.server.guards import install_request_guards
@@ -47,11 +48,11 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
 
     @app.after_request
     async def add_via_and_date_to_local_answers(response: Response) -> Response:
-        # Relayed responses carry the upstream's Via chain plus ours, and a Date (relay.py);
-        # the proxy's own answers (errors, /stats, /healthz, the cache's) get ours too:
-        # RFC 9110 §7.6.3 asks for Via on every one.
-        if type(response) is RelayedResponse:
-            return response  # a Werkzeug lookup of an absent name raises and catches KeyError
+        # Relayed answers carry the upstream's Via chain plus ours and a Date (relay.py), cache
+        # hits ours (cache/serve.py); the proxy's own answers (errors, /stats, /healthz) get
+        # them here: RFC 9110 §7.6.3 asks for Via on every one.
+        if type(response) is CompleteAnswer:
+            return response  # proxy/answers.py says why by type
         if "Via" not in response.headers:
             response.headers["Via"] = via
         # Hypercorn's Date is off for the proxy (serving.hypercorn_config): a relayed response

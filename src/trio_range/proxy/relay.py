@@ -38,6 +38,7 @@ from trio_range.http.relay import (
     upstream_target,
 )
 from trio_range.http.token_bucket import Pacing, pacing_for
+from trio_range.proxy.answers import CompleteAnswer
 from trio_range.proxy.upstream import Upstream, relay_body, response_closer
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
@@ -63,6 +64,9 @@ class ProxySite:
     stats: StatsStore
     upstream_host: str  # the Host sent upstream, parsed once from the configured URL
     cache: SliceCache | None = None  # issue 15: the slice cache, when cache_dir is set
+    # How a cache hit is paced: the configured rate (a hit has no upstream fields to trust),
+    # the same for every hit, so made once.
+    hit_pacing: Pacing | None = None
 
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
@@ -71,7 +75,8 @@ class ProxySite:
             return cls(config, upstream, stats, host)
         from trio_range.proxy.cache.cache import SliceCache
 
-        return cls(config, upstream, stats, host, SliceCache(config, upstream, stats, host))
+        cache = SliceCache(config, upstream, stats, host)
+        return cls(config, upstream, stats, host, cache, response_pacing(config, [], ""))
 
 
 async def relay(site: ProxySite) -> Response:
@@ -80,9 +85,7 @@ async def relay(site: ProxySite) -> Response:
         from trio_range.proxy.cache.serve import serve_cached
 
         try:
-            cached = await serve_cached(
-                site.cache, _CACHE_LIMITS, response_pacing(site.config, [], request.path)
-            )
+            cached = await serve_cached(site.cache, _CACHE_LIMITS, site.hit_pacing)
         except UpstreamError as error:
             log.warning("%s %s: %s", request.method, request.path, error)
             return upstream_failure(error)
@@ -167,24 +170,12 @@ async def relay(site: ProxySite) -> Response:
             (value for name, value in upstream_fields if name.lower() == "content-type"), ""
         )
     exchange.range_outcome = relayed_range_outcome(asked, status, content_type)
-    relayed = RelayedResponse(
-        RelayedResponse.data_body_class(b"") if body is None else body, status=status
+    relayed = CompleteAnswer(
+        CompleteAnswer.data_body_class(b"") if body is None else body, status=status
     )
     # Set after: given to the constructor, they would be searched for a Content-Type.
     relayed.headers = Headers(client_fields)
     return relayed
-
-
-class RelayedResponse(Response):
-    """A relayed answer: its fields are exactly the relay's (Werkzeug's Headers validates them).
-
-    No Content-Type or Content-Length of Quart's: ``Response`` would add a text/html type and
-    a Content-Length of its own to a body of bytes, which then had to be deleted. The app's
-    after-request hook knows by this type that Via and Date are already there.
-    """
-
-    default_mimetype = None  # type: ignore[assignment]
-    automatically_set_content_length = False
 
 
 def response_pacing(

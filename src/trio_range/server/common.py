@@ -33,7 +33,9 @@ def plain(status: int, text: str, **headers: str) -> Response:
     return response
 
 
-class _FieldsResponse(Response):
+class FieldsResponse(Response):
+    """A response whose fields are exactly those given (:func:`fields_response`)."""
+
     # No Content-Type of Quart's (text/html) where the fields name none (a 304).
     default_mimetype = None  # type: ignore[assignment]
 
@@ -42,6 +44,7 @@ def fields_response(
     status: int,
     fields: Iterable[tuple[str, str]],
     body: AsyncIterable[object] | None,
+    response_class: type[FieldsResponse] = FieldsResponse,
 ) -> Response:
     """A response whose header fields are exactly ``fields``; ``body`` its items, or None.
 
@@ -55,8 +58,8 @@ def fields_response(
     if body is None:
         # Quart's body of bytes, given as a body: Response(b"") would set Content-Length: 0,
         # and an empty list would go through Quart's asyncio-only sync-iterable wrapper.
-        body = _FieldsResponse.data_body_class(b"")
-    return _FieldsResponse(body, status=status, headers=headers_of(fields))
+        body = response_class.data_body_class(b"")
+    return response_class(body, status=status, headers=headers_of(fields))
 
 
 def not_found() -> Response:

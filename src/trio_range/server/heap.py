@@ -3,10 +3,11 @@
 Two things: the freed C heap goes back to the kernel, and what survives startup is frozen
 out of the garbage collector's full passes (once per process).
 
-Freed heap (issue 14): importing Quart, Hypercorn, trio and httpx and building the app frees much of what it
-allocated (compile and import scratch), but glibc keeps those pages in the process: ~0.5 MiB
-of RSS that a long-running proxy would carry for its whole life. ``malloc_trim(0)`` returns
-them, once, at startup; on a libc without it (musl, macOS) this does nothing.
+Freed heap (issue 14): importing Quart, Hypercorn, trio and httpx and building the app frees
+much of what it allocated (compile and import scratch), but glibc keeps those pages in the
+process: ~0.5 MiB of RSS that a long-running proxy would carry for its whole life.
+``malloc_trim(0)`` returns them, once, at startup; on a libc without it (musl, macOS) this does
+nothing.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from trio_range.http.relay import query_range, upstream_target
 from trio_range.http.response_plan import Representation, plan_response, range_outcome_label
 from trio_range.http.slices import SlicePiece, first_slice_wanted, slice_pieces, slice_span
 from trio_range.http.token_bucket import Pacing
+from trio_range.proxy.answers import CompleteAnswer
 from trio_range.proxy.cache.cache import SliceCache
 from trio_range.proxy.cache.fills import Waiter
 from trio_range.proxy.cache.open_files import OpenSlice
@@ -146,13 +147,12 @@ async def serve_cached(
     elif waiter is not None:
         waiter.release()
     # Added with the plan's fields: each later Werkzeug Headers assignment scans the list. Via
-    # and Date first: the app's after_request hook (proxy/app.py) looks for them, and finds
-    # them at once instead of scanning the list, raising a KeyError and adding them itself.
+    # and Date among them: a CompleteAnswer is left alone by the app's after_request hook.
     fields = [("Via", cache.via), ("Date", cache.http_date(now)), *plan.headers]
     if record.cache_control:
         fields.append(("Cache-Control", record.cache_control))
     fields.append(("Age", str(max(0, int(now - record.stored_at)))))
-    return fields_response(plan.status, fields, body)
+    return fields_response(plan.status, fields, body, CompleteAnswer)
 
 
 def _count_request(cache: SliceCache, exchange: Exchange) -> None:
