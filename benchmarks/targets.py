@@ -29,7 +29,8 @@ order rotated every round, medians over ``--rounds``:
 - ``proxy_rate``:    the same through the proxy pair vs the aiohttp pair.
 - ``proxy_p99``:     p99 latency of those ranges at c=16, proxy pair vs aiohttp pair.
 - ``memory``:        the proxy's peak RSS with 8 concurrent whole-file streams and with one
-                     slow reader (the aiohttp proxy beside it for reference).
+                     slow reader (the aiohttp proxy beside it for reference), each proxy
+                     started by the row; and the shared proxy's RSS at rest after a c=64 run.
 - ``disconnect``:    client leaves mid-stream -> the origin sees its own disconnect
                      (benchmarks.proxy_throughput's in-process method; nginx for reference).
 - ``upstream_cpu``:  the proxy's upstream client alone: CPU per small request of
