@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import httpx2 as httpx
@@ -193,9 +192,11 @@ async def relay_body(
         items = response.aiter_raw()
     with map_upstream_errors(stats_error, in_body=True):
         try:
-            async with aclosing(items):
+            try:  # aclosing(items), without its context manager's three calls a request
                 async for item in items:
                     yield item
+            finally:
+                await items.aclose()
         finally:
             await response_closer(response)()
 
