@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,16", help="comma-separated counts")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", type=int, default=0, help="print the top N by own time")
+    parser.add_argument(
+        "--profile-sort",
+        default="tottime",
+        choices=("tottime", "ncalls", "cumulative"),
+        help="what --profile ranks by (ncalls: where the calls per request go)",
+    )
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS_DIR / "proxy_hot_path.json")
     return run_benchmark(run, parser.parse_args(argv))
 
@@ -58,7 +64,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"requests": args.requests, "figures": {}}
     rows = []
     for connections in (int(c) for c in args.connections.split(",")):
-        figures = measure(args.requests, connections, args.seed, profile_top=args.profile)
+        figures = measure(
+            args.requests,
+            connections,
+            args.seed,
+            profile_top=args.profile,
+            profile_sort=args.profile_sort,
+        )
         results["figures"][str(connections)] = figures
         rows.append(
             [
@@ -86,7 +98,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(
-    requests: int, connections: int, seed: int, *, profile_top: int = 0
+    requests: int,
+    connections: int,
+    seed: int,
+    *,
+    profile_top: int = 0,
+    profile_sort: str = "tottime",
 ) -> dict[str, float]:
     """The proxy's per-request figures for ``requests`` over ``connections`` connections."""
     with tempfile.TemporaryDirectory(prefix="proxy-hot-path-") as media:
@@ -96,7 +113,9 @@ def measure(
             port = free_port()
             origin = servers.start("origin", _origin_argv(pathlib.Path(media), port), port)
             config = ProxyConfig(port=0, access_log=False, upstream=origin.url)
-            return trio.run(_measure, config, data, requests, connections, seed, profile_top)
+            return trio.run(
+                _measure, config, data, requests, connections, seed, (profile_top, profile_sort)
+            )
 
 
 def _origin_argv(media: pathlib.Path, port: int) -> list[str]:
@@ -122,7 +141,7 @@ async def _measure(
     requests: int,
     connections: int,
     seed: int,
-    profile_top: int,
+    profile_options: tuple[int, str],
 ) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(serve_app, create_proxy(config), config)
@@ -151,9 +170,10 @@ async def _measure(
             client.close()
         nursery.cancel_scope.cancel()
     stats = pstats.Stats(profile)
+    profile_top, profile_sort = profile_options
     if profile_top:
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(profile_top)
+        pstats.Stats(profile, stream=out).sort_stats(profile_sort).print_stats(profile_top)
         print(out.getvalue())
     return {
         "passes_per_request": counter.steps / requests,

@@ -563,3 +563,12 @@ def test_is_trusted() -> None:
     assert not is_trusted("10.2.0.1", TRUSTED)
     assert not is_trusted("not an address", TRUSTED)
     assert not is_trusted("127.0.0.1", ())
+
+
+def test_names_are_lowered_one_by_one_when_a_name_holds_a_nul() -> None:
+    # The names are lowered in one joined call; a NUL inside one must not shift the others.
+    out = response_headers_for_client(
+        [("X-A\x00B", "1"), ("Connection", "X-Drop"), ("X-Drop", "2"), ("ETag", '"e"')],
+        via_name="p",
+    )
+    assert out == [("X-A\x00B", "1"), ("ETag", '"e"'), ("Via", "1.1 p")]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_range.http.relay import (
     RangeConflict,
+    fields_text,
+    fields_triples,
     query_range,
     range_for_upstream,
     relayed_range_outcome,
@@ -109,3 +113,34 @@ def test_relayed_range_outcome_labels_how_the_upstream_treated_the_range(
     asked: bool, status: int, content_type: str, label: str
 ) -> None:
     assert relayed_range_outcome(asked, status, content_type) == label
+
+
+# -- field conversions (issue 14): one conversion per list, the same result as per field ----
+
+_FIELD_BYTES = st.binary(max_size=12)
+
+
+@given(st.lists(st.tuples(_FIELD_BYTES, _FIELD_BYTES), max_size=8))
+def test_fields_text_is_latin1_per_field_even_with_nul(fields: list[tuple[bytes, bytes]]) -> None:
+    expected = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
+    assert fields_text(fields) == expected
+
+
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=8))
+def test_fields_triples_are_latin1_per_field_or_raise_the_same(
+    fields: list[tuple[str, str]],
+) -> None:
+    try:
+        pairs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            fields_triples(fields)
+        return
+    assert fields_triples(fields) == [(n, n.lower(), v) for n, v in pairs]
+
+
+def test_fields_triples_lowercase_only_names() -> None:
+    assert fields_triples([("X-Case", "VaLuE"), ("a\x00B", "\x00")]) == [
+        (b"X-Case", b"x-case", b"VaLuE"),
+        (b"a\x00B", b"a\x00b", b"\x00"),
+    ]

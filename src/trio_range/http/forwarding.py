@@ -130,7 +130,13 @@ def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, s
     The relay's two directions read every name several times (hop-by-hop, Via, the fields
     they replace); lowering each once keeps them one pass over the list per message.
     """
-    lowered = [(name.lower(), name, value) for name, value in headers]
+    fields = list(headers)
+    # Every name lowered in one call (not one a field); a NUL in a name (no valid field has
+    # one) would shift the parts, so then each name is lowered on its own.
+    lowers = "\x00".join([name for name, _ in fields]).lower().split("\x00")
+    if len(lowers) != len(fields):
+        lowers = [name.lower() for name, _ in fields]
+    lowered = [(lower, name, value) for lower, (name, value) in zip(lowers, fields, strict=True)]
     dropped = set(HOP_BY_HOP)
     for lower, _, value in lowered:
         if lower == "connection":

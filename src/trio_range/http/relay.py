@@ -5,7 +5,7 @@ Pure: the proxy's I/O (proxy/relay.py) asks these and carries the answers out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from trio_range.errors import RangeParseError
@@ -89,3 +89,43 @@ def relayed_range_outcome(asked: bool, status: int, content_type: str) -> str:
     if asked and status == 200:
         return "ignored"
     return "none"
+
+
+# Why the two field conversions below join every name and value with NUL and convert once:
+# a relay converts each field list twice (the client's bytes to str and back, the upstream's
+# the same), and a ``decode``/``encode`` per name and per value is two Python calls a field
+# (issue 14). NUL can be in no field h11 accepted; if one is there anyway (or a text beyond
+# latin-1), the part count no longer matches and each field is converted on its own, which
+# gives the same result or raises the same error as a per-field conversion.
+_NUL = b"\x00"
+
+
+def fields_text(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """``fields`` decoded as latin-1 (every byte value kept, so encoding back restores them)."""
+    flat = [part for field in fields for part in field]
+    texts = _NUL.join(flat).decode("latin-1").split("\x00")
+    if len(texts) != len(flat):
+        return [
+            (flat[i].decode("latin-1"), flat[i + 1].decode("latin-1"))
+            for i in range(0, len(flat), 2)
+        ]
+    return list(zip(texts[::2], texts[1::2], strict=True))
+
+
+def fields_triples(fields: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes, bytes]]:
+    """``fields`` as latin-1 ``(name, lowercased name, value)`` triples (httpx's own form).
+
+    A text beyond latin-1 raises UnicodeEncodeError, as encoding that field alone would.
+    """
+    fields = list(fields)
+    texts = [text for field in fields for text in field]
+    try:
+        parts = "\x00".join(texts).encode("latin-1").split(_NUL)
+    except UnicodeEncodeError:
+        parts = []
+    if len(parts) != len(texts):
+        pairs = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+        return [(name, name.lower(), value) for name, value in pairs]
+    names = parts[::2]
+    lowered = _NUL.join(names).lower().split(_NUL)
+    return list(zip(names, lowered, parts[1::2], strict=True))

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from quart import Response, request
-from werkzeug.datastructures import Headers
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import UpstreamError
@@ -31,6 +30,7 @@ from trio_range.http.forwarding import (
 from trio_range.http.ranges import RangeLimits
 from trio_range.http.relay import (
     RangeConflict,
+    fields_text,
     query_range,
     range_for_upstream,
     relayed_range_outcome,
@@ -40,6 +40,7 @@ from trio_range.http.relay import (
 from trio_range.http.token_bucket import Pacing, pacing_for
 from trio_range.proxy.answers import CompleteAnswer
 from trio_range.proxy.upstream import Upstream, relay_body, response_closer
+from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_region import can_send_file
@@ -95,11 +96,8 @@ async def relay(site: ProxySite) -> Response:
     scope = request.scope
     method: str = exchange.method
     query_string: bytes = scope["query_string"]
-    client_headers = [
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
-    ]
     headers = request_headers_for_upstream(
-        client_headers,
+        fields_text(scope["headers"]),
         client_ip=(scope.get("client") or ("",))[0],
         scheme=scope["scheme"],
         upstream_host=site.upstream_host,
@@ -135,9 +133,7 @@ async def relay(site: ProxySite) -> Response:
     # would lowercase them) and latin-1 gives back every byte (connection.send_response
     # encodes them the same way). Clients that read names literally (GDAL) then see what they
     # would see from the upstream itself.
-    upstream_fields = [
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw
-    ]
+    upstream_fields = fields_text(response.headers.raw)
     body: Any = None
     if method != "HEAD":
         body = relay_body(
@@ -173,8 +169,10 @@ async def relay(site: ProxySite) -> Response:
     relayed = CompleteAnswer(
         CompleteAnswer.data_body_class(b"") if body is None else body, status=status
     )
-    # Set after: given to the constructor, they would be searched for a Content-Type.
-    relayed.headers = Headers(client_fields)
+    # Set after: given to the constructor, they would be searched for a Content-Type. Checked
+    # in one loop (headers_of), as Werkzeug's per-field add checks them: h11 refused any
+    # upstream field with a CR, LF or NUL already, and the fields added here are the proxy's.
+    relayed.headers = headers_of(client_fields)
     return relayed
 
 
