@@ -71,6 +71,7 @@ async def _stream_events(data: bytes, ours: bool, raw: bool, monkeypatch: Any) -
     config = HypercornConfig()
     config.h11_pass_raw_headers = raw
     app: Any = None
+    state: Any = {}
 
     async def send(event: object) -> None: ...
 
@@ -78,7 +79,7 @@ async def _stream_events(data: bytes, ours: bool, raw: bool, monkeypatch: Any) -
     with left, right:
         async with TaskGroup() as task_group:
             wrapper = ProtocolWrapper(
-                app, config, WorkerContext(None), task_group, {}, False, None, None, send
+                app, config, WorkerContext(None), task_group, state, False, None, None, send
             )
             protocol = wrapper.protocol
             assert isinstance(protocol, H11Protocol)
