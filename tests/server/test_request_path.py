@@ -10,9 +10,9 @@ import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.events import Event
+from hypercorn.protocol.events import EndBody, Event, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import build_and_validate_headers
@@ -101,3 +101,30 @@ async def test_a_request_makes_the_stream_event_hypercorn_makes(
     ours = await _stream_events(data, True, raw, monkeypatch)
     theirs = await _stream_events(data, False, raw, monkeypatch)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("state", ["REQUEST", "CLOSED"])
+async def test_a_stream_takes_a_body_end_and_its_close_as_hypercorns(state: str) -> None:
+    async def events(kind: type[HTTPStream]) -> list[Any]:
+        seen: list[Any] = []
+
+        class Log:
+            async def access(self, scope: object, response: object, took: float) -> None:
+                seen.append(("access", scope, response))
+
+        config: Any = HypercornConfig()
+        config._log = Log()
+        stream = kind(None, config, None, None, False, None, None, None, 1)  # type: ignore[arg-type]
+
+        async def put(message: object) -> None:
+            seen.append(message)
+
+        scope: Any = {"s": 1}
+        stream.app_put, stream.scope, stream.start_time = put, scope, 0.0
+        stream.state = ASGIHTTPState[state]
+        for event in (EndBody(stream_id=1), StreamClosed(stream_id=1), EndBody(stream_id=1)):
+            await stream.handle(event)
+            seen.append(stream.closed)
+        return seen
+
+    assert await events(_hypercorn_hooks._HTTPStream) == await events(HTTPStream)

@@ -1,12 +1,10 @@
 """Every use of Hypercorn's undocumented internals, in one guarded place.
 
-Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``; the pieces of its trio worker
-loop and the attributes of its protocol objects are not API. trio_range runs its own worker
-loop (serving.py) out of those pieces (connection limit, graceful shutdown, sendfile) and
-replaces behaviours of the connection handler and its HTTP/1.1 protocol; each hook below names
-the upstream lines it replaces and why. ``HOOKED`` lists every attribute touched here with the
-shape the hook expects, checked by tests/server/test_hooks.py: an upgrade that renames or
-reshapes one fails there, not as a server whose keep-alive timer or sendfile silently broke.
+Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``, not the pieces of its worker
+loop and protocol objects that trio_range runs its own loop with (serving.py: connection limit,
+graceful shutdown, sendfile) and replaces behaviours of; each hook says what and why. ``HOOKED``
+lists every attribute touched with the shape expected, checked by tests/server/test_hooks.py:
+an upgrade that reshapes one fails there, not as a server whose keep-alive or sendfile broke.
 """
 
 from __future__ import annotations
@@ -80,6 +78,8 @@ HOOKED: tuple[Hook, ...] = (
     Hook(HTTPStream, "app_send", ("self", "message")),
     Hook(ASGIHTTPState, "REQUEST", None),
     Hook(ASGIHTTPState, "RESPONSE", None),
+    Hook(ASGIHTTPState, "CLOSED", None),
+    Hook(HTTPStream, "handle", ("self", "event")),
     Hook(build_and_validate_headers, None, ("headers",)),
     Hook(Lifespan, "__init__", ("self", "app", "config", "state")),
     Hook(Lifespan, "handle_lifespan", ("self", "task_status")),
@@ -109,19 +109,16 @@ def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
 
 
 async def close_idle_connections(context: WorkerContext) -> None:
-    """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish.
-
-    ``WorkerContext.terminated`` is what every connection's idle timer (:class:`_KeepAliveTimer`)
-    watches."""
+    """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish (every
+    connection's :class:`_KeepAliveTimer` watches ``WorkerContext.terminated``)."""
     await context.terminated.set()
 
 
 def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     """Whether Hypercorn's stream behind the ASGI ``send`` is closed (False for other servers).
 
-    Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and
-    returns normally, so an app cannot tell a delivered chunk from a discarded one. Its
-    ``closed`` flag can."""
+    Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and returns
+    normally: a delivered chunk looks like a discarded one. Its ``closed`` flag tells."""
     return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
@@ -161,13 +158,11 @@ class _WireFormat:
         self._protocol = protocol
         self._hypercorn_stream_send = protocol.stream_send
         self._error_headers = list(error_headers)
-        # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
-        self._hold = hold
+        self._hold = hold  # where a head waits for the next write (SocketWriter.hold); None: now
         self._fields = EachSecond(partial(_hypercorn_fields, protocol.config))
 
     def install(self) -> None:
-        # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
-        protocol = self._protocol
+        protocol = self._protocol  # before the first request: HTTPStream takes stream_send
         protocol.stream_send = self.stream_send  # type: ignore[method-assign]
         protocol._send_error_response = self.send_error_response  # type: ignore[method-assign]
 
@@ -227,7 +222,21 @@ class _HTTPStream(HTTPStream):
     each name and value, refuse pseudo-headers: ~20 calls a head). :class:`_WireFormat` matches
     the head with h11's field patterns (no surrounding whitespace, no ``:`` in a name) and runs
     that check only on a head that fails them: the same fields reach h11, the same errors the
-    app."""
+    app. ``handle`` takes a request's end and the stream's close by exact type (Hypercorn tries
+    an ``isinstance`` of an ABC per branch, two calls each)."""
+
+    async def handle(self, event: StreamEvent) -> None:
+        kind = type(event)
+        if kind is EndBody and not self.closed:
+            await self.app_put({"type": "http.request", "body": b"", "more_body": False})
+        elif kind is StreamClosed and not self.closed:
+            self.closed = True
+            if self.state != ASGIHTTPState.CLOSED:
+                await self.config.log.access(self.scope, None, time.time() - self.start_time)  # type: ignore[arg-type]
+            if self.app_put is not None:
+                await self.app_put({"type": "http.disconnect"})
+        else:
+            await super().handle(event)
 
     async def app_send(self, message: ASGISendEvent | None) -> None:
         if (  # a final response's head (_WireFormat makes an informational one elsewhere)
@@ -246,10 +255,9 @@ class _HTTPStream(HTTPStream):
 def _install_request_path(protocol: H11Protocol) -> None:
     """``H11Protocol._check_protocol`` and ``_create_stream`` over h11's parsed names.
 
-    Hypercorn decodes, strips and lowercases every field name of every request to find an h2c
-    ``Upgrade``, again for a WebSocket one, then copies the fields two calls a field. A request
-    with no ``upgrade`` field (h11's names are lowercased, stripped) that is not the HTTP/2
-    preface needs neither scan; others go to Hypercorn's code, which decides as before."""
+    Hypercorn decodes, strips, lowercases every request's field names for an h2c ``Upgrade``,
+    again for a WebSocket one, then copies the fields. One with no ``upgrade`` field (h11's
+    names are lowercased) that is not the HTTP/2 preface needs neither; others go to Hypercorn."""
     hypercorn_check, hypercorn_create = protocol._check_protocol, protocol._create_stream
 
     async def check_protocol(event: h11.Request) -> None:
@@ -292,12 +300,10 @@ class ConnectionServer(TCPServer):
       :class:`_WireFormat` (reason phrases, canonical names, ``error_headers`` on error
       answers) and :func:`_install_request_path` on the HTTP/1.1 protocol.
 
-    Hypercorn switches a cleartext connection to HTTP/2 when it opens with the prior-knowledge
-    preface or asks for an h2c upgrade, and an idle HTTP/2 connection is never dropped,
-    whatever the keep-alive timeout: a one-packet slowloris. trio_range speaks HTTP/1.1; such a
-    connection is closed. Stock Hypercorn also keeps the connection's task (and its place in
-    any count) until its keep-alive timer runs out, even after the client closed: reading EOF
-    does not stop the timer. Stopping it lets the task end with the client.
+    Hypercorn switches a cleartext connection to HTTP/2 on the prior-knowledge preface or an
+    h2c upgrade, and never drops an idle HTTP/2 connection: a one-packet slowloris. trio_range
+    speaks HTTP/1.1; such a connection is closed. Stock Hypercorn also keeps the connection's
+    task until its keep-alive timer runs out even after the client closed; here it ends then.
     """
 
     def __init__(
@@ -319,10 +325,8 @@ class ConnectionServer(TCPServer):
         self.writer = SocketWriter(stream.socket, self.send_lock, self._peer_gone)
 
     async def protocol_send(self, event: Event) -> None:
-        # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
-        # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
-        # bytes at all: nothing to write.
-        # By exact type: Hypercorn's events are ABCs, each isinstance two more calls (issue 13).
+        # Not Hypercorn's RawData branch (socket_writer.py says why); h11's end of a Content-Length
+        # body is no bytes: no write. By exact type: an isinstance of an ABC is two more calls.
         kind = type(event)
         if kind is RawData:
             if event.data or self.writer.holding:  # type: ignore[attr-defined]
@@ -345,11 +349,10 @@ class ConnectionServer(TCPServer):
     async def send_file(self, region: KernelRegion) -> int:
         """Write ``region`` (its ``send_to``) as the next body bytes of the response being sent.
 
-        h11 frames the region as any body data (counted against the Content-Length, or after a
-        chunk header) and hands it back untouched. The :class:`SocketWriter` writes it under the
-        send lock, shielded if the region says so (a file region, as Hypercorn shields writes;
-        not a splice, which waits on the upstream). Returns the region's bytes written; a peer
-        gone part way is reported to the protocol as Hypercorn does, closing the stream."""
+        h11 frames the region as any body data and hands it back untouched; the
+        :class:`SocketWriter` writes it under the send lock, shielded if the region says so (a
+        file region, not a splice, which waits on the upstream). Returns the bytes written; a
+        peer gone part way is reported as Hypercorn does, closing the stream."""
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
@@ -374,8 +377,7 @@ class ConnectionServer(TCPServer):
         return queue.put
 
     async def _read_data(self) -> None:
-        # TCPServer.run made the protocol and its task group just before calling this; nothing
-        # was read yet. The task group is the one every HTTPStream of the connection spawns in.
+        # TCPServer.run made the protocol and the task group its HTTPStreams spawn in; no read yet.
         self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
         read_timeout = self.config.read_timeout
         if isinstance(self.protocol.protocol, H11Protocol):
