@@ -1,4 +1,4 @@
-"""The reason phrase of each status code, as RFC 9110 names it (pure).
+"""The reason phrase of each status code, as RFC 9110 names it, and field names' canonical case.
 
 RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]. Optional, and "a
 client SHOULD ignore the reason-phrase content", but every common server sends the standard
@@ -18,4 +18,14 @@ REASON_PHRASES: dict[int, bytes] = {
     414: b"URI Too Long",
     416: b"Range Not Satisfiable",
     422: b"Unprocessable Content",
+}
+
+# The fields Hypercorn adds itself (Date, Server, Alt-Svc; Connection and Content-Length on its
+# error answers), lower case there: spelled as nginx, Apache and Go spell them.
+CANONICAL_NAMES: dict[bytes, bytes] = {
+    b"date": b"Date",
+    b"server": b"Server",
+    b"alt-svc": b"Alt-Svc",
+    b"connection": b"Connection",
+    b"content-length": b"Content-Length",
 }

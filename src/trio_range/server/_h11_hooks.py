@@ -35,6 +35,7 @@ response or a relay.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 import h11
@@ -90,13 +91,18 @@ _FIELDS_RE = re.compile(
 
 
 def response_event(
-    status_code: int, headers: list[tuple[bytes, bytes]], reason: bytes
+    status_code: int,
+    headers: list[tuple[bytes, bytes]],
+    reason: bytes,
+    clean: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] | None = None,
 ) -> h11.Response:
     """``h11.Response(status_code=..., headers=..., reason=...)`` with one check of the fields.
 
     ``headers`` are bytes (Hypercorn's ``build_and_validate_headers`` made them so), as is
     ``reason``; anything else, and any field h11 would refuse, takes h11's own constructor.
-    The common case (no Transfer-Encoding, at most one Content-Length of at most 20 digits,
+    ``clean``, if given, is applied to ``headers`` before h11's own constructor only (a
+    matching field is one ``clean`` would keep as it is). The common case (no
+    Transfer-Encoding, at most one Content-Length of at most 20 digits,
     which ``normalize_and_validate`` would keep as it is) gets h11's ``Headers`` directly.
     """
     try:
@@ -109,6 +115,8 @@ def response_event(
         or type(reason) is not bytes
         or type(status_code) is not int
     ):
+        if clean is not None:
+            headers = clean(headers)
         return h11.Response(status_code=status_code, headers=headers, reason=reason)
     items = [(name, name.lower(), value) for name, value in headers]
     lengths = 0

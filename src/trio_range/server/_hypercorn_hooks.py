@@ -1,15 +1,10 @@
 """Every use of Hypercorn's undocumented internals, in one guarded place.
 
-Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``; the pieces of its trio worker
-loop (``Lifespan``, ``WorkerContext``, ``TCPServer``, ``wrap_app``) and the attributes of its
-protocol objects are not API. trio_range runs its own worker loop (serving.py) out of those
-pieces to add a connection limit, graceful shutdown with a grace period, and sendfile, and
-replaces three behaviours of the connection handler and two of its HTTP/1.1 writer (the status
-line and the header names it writes, :class:`_WireFormat`). Each hook below names the upstream lines
-it replaces or reads and why. ``HOOKED`` lists every attribute touched here with the shape the
-hook expects: tests/server/test_hooks.py checks each one, so an upgrade that renames or
-reshapes one fails loudly there instead of leaving a server whose keep-alive timer, sendfile
-path or byte accounting silently stopped working.
+Hypercorn documents ``hypercorn.trio.serve`` and its ``Config``, not the pieces of its worker
+loop and protocol objects that trio_range runs its own loop with (serving.py: connection limit,
+graceful shutdown, sendfile) and replaces behaviours of; each hook says what and why. ``HOOKED``
+lists every attribute touched with the shape expected, checked by tests/server/test_hooks.py:
+an upgrade that reshapes one fails there, not as a server whose keep-alive or sendfile broke.
 """
 
 from __future__ import annotations
@@ -25,13 +20,15 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Request as StreamRequest
 from hypercorn.protocol.events import Response as StreamResponse
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.trio.lifespan import Lifespan
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.trio.lifespan import Lifespan as Lifespan
 from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
+from hypercorn.trio.worker_context import TrioSingleTask
+from hypercorn.trio.worker_context import WorkerContext as WorkerContext
 from hypercorn.typing import (
     AppWrapper,
     ASGIFramework,
@@ -41,9 +38,10 @@ from hypercorn.typing import (
     LifespanState,
     Scope,
 )
-from hypercorn.utils import wrap_app
+from hypercorn.utils import build_and_validate_headers, wrap_app
 
 from trio_range.http.conditional import format_http_date
+from trio_range.http.reasons import CANONICAL_NAMES
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
 from trio_range.server._h11_hooks import has_field, response_event
 from trio_range.server.app_queue import AppQueue
@@ -52,17 +50,6 @@ from trio_range.server.file_region import KernelRegion
 from trio_range.server.hooks_check import Hook
 from trio_range.server.keep_alive import KeepAliveTimer
 from trio_range.server.socket_writer import SocketWriter
-
-__all__ = [
-    "HOOKED",
-    "ConnectionServer",
-    "Lifespan",
-    "WorkerContext",
-    "client_gone",
-    "close_idle_connections",
-    "new_connection_state",
-    "wrap_asgi",
-]
 
 # What this module relies on, for tests/server/test_hooks.py: (owner, attribute, parameters
 # the hook calls or overrides it with; None for a plain attribute or constant).
@@ -84,9 +71,16 @@ HOOKED: tuple[Hook, ...] = (
     Hook(H11Protocol, "_send_h11_event", ("self", "event")),
     Hook(H11Protocol, "_maybe_recycle", ("self",)),
     Hook(H11Protocol, "_check_protocol", ("self", "event")),
+    Hook(H11Protocol, "_create_stream", ("self", "request")),
+    Hook(HypercornConfig, "h11_pass_raw_headers", None),
     Hook(HypercornConfig, "response_headers", ("self", "protocol")),
     Hook(HypercornConfig, "keep_alive_max_requests", None),
     Hook(HTTPStream, "app_send", ("self", "message")),
+    Hook(ASGIHTTPState, "REQUEST", None),
+    Hook(ASGIHTTPState, "RESPONSE", None),
+    Hook(ASGIHTTPState, "CLOSED", None),
+    Hook(HTTPStream, "handle", ("self", "event")),
+    Hook(build_and_validate_headers, None, ("headers",)),
     Hook(Lifespan, "__init__", ("self", "app", "config", "state")),
     Hook(Lifespan, "handle_lifespan", ("self", "task_status")),
     Hook(Lifespan, "wait_for_startup", ("self",)),
@@ -95,8 +89,9 @@ HOOKED: tuple[Hook, ...] = (
     Hook(wrap_app, None, ("app", "wsgi_max_body_size", "mode")),
     # Instance attributes, checked on objects the test builds: TCPServer's idle_task,
     # send_lock, stream, config, context and (set in run) _task_group; ProtocolWrapper.protocol
-    # (the H11Protocol) and its .connection (the h11.Connection), .config and
-    # .keep_alive_requests; WorkerContext.terminated; HTTPStream.closed; Quart's Request.body.
+    # (the H11Protocol) and its .connection (the h11.Connection), .config, .keep_alive_requests
+    # and the attributes _install_request_path reads; WorkerContext.terminated; HTTPStream's
+    # closed, state, response, send; Quart's Request.body.
 )
 
 # Hypercorn's idle_task replacement (keep_alive.py), under the name the tests know.
@@ -114,38 +109,25 @@ def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
 
 
 async def close_idle_connections(context: WorkerContext) -> None:
-    """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish.
-
-    ``WorkerContext.terminated`` is what every connection's idle timer (:class:`_KeepAliveTimer`)
-    watches."""
+    """Start Hypercorn's shutdown: idle keep-alive connections close, busy ones finish (every
+    connection's :class:`_KeepAliveTimer` watches ``WorkerContext.terminated``)."""
     await context.terminated.set()
 
 
 def client_gone(send: Callable[..., Awaitable[None]]) -> bool:
     """Whether Hypercorn's stream behind the ASGI ``send`` is closed (False for other servers).
 
-    Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and
-    returns normally, so an app cannot tell a delivered chunk from a discarded one. Its
-    ``closed`` flag can."""
+    Hypercorn's ``HTTPStream.app_send`` drops body messages once the client has gone and returns
+    normally: a delivered chunk looks like a discarded one. Its ``closed`` flag tells."""
     return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
-# The fields Hypercorn adds itself (``Config.response_headers``, and ``H11Protocol.stream_send``
-# and ``_send_error_response``), in lower case there; spelled here as nginx, Apache and Go
-# spell them.
-_CANONICAL_NAMES = {
-    b"date": b"Date",
-    b"server": b"Server",
-    b"alt-svc": b"Alt-Svc",
-    b"connection": b"Connection",
-    b"content-length": b"Content-Length",
-}
-
-
 def _hypercorn_fields(config: HypercornConfig) -> list[tuple[bytes, bytes]]:
-    """Hypercorn's own fields for a response (Date, Server, Alt-Svc, as configured), canonical."""
+    """Hypercorn's own fields for a response (Date, Server, Alt-Svc, as configured), canonical.
+
+    Hypercorn spells them (and ``_send_error_response``'s) in lower case."""
     return [
-        (_CANONICAL_NAMES.get(name, name), value) for name, value in config.response_headers("h11")
+        (CANONICAL_NAMES.get(name, name), value) for name, value in config.response_headers("h11")
     ]
 
 
@@ -156,16 +138,13 @@ class _WireFormat:
 
     - the final-response branch of ``stream_send``, which builds ``h11.Response`` without a
       reason and appends ``date`` (and ``connection: close`` past ``keep_alive_max_requests``)
-      in lower case. Same fields in the same order here; the app's names are left as the app
-      sent them (connection.send_response keeps them, the proxy's are the upstream's). Every
-      other event goes to Hypercorn's own ``stream_send``.
-    - ``_send_error_response``: the answer to a request h11 rejects before any app code runs
-      (400 for a malformed request, 431 for an oversized head). Same fields, canonical, plus a
-      Date if Hypercorn's is off (the proxy's: its own answers carry one) and the server's
+      in lower case. Same fields in the same order here, the app's names as the app sent them.
+      Other events go to Hypercorn's own ``stream_send``.
+    - ``_send_error_response`` (400, 431: h11 refused the request before any app code ran).
+      Same fields, canonical, plus a Date if Hypercorn's is off and the server's
       ``error_headers`` (the proxy's Via: RFC 9110 §7.6.3 wants it on every message it sends).
 
-    h11 writes names with the case it is given and the reason it is given. The head's fields
-    are checked once, not field by field (``_h11_hooks.response_event``).
+    h11 writes the names and reason as given; the head is checked at once (``response_event``).
     """
 
     __slots__ = ("_error_headers", "_fields", "_hold", "_hypercorn_stream_send", "_protocol")
@@ -179,13 +158,11 @@ class _WireFormat:
         self._protocol = protocol
         self._hypercorn_stream_send = protocol.stream_send
         self._error_headers = list(error_headers)
-        # Where a response head waits for the next write (SocketWriter.hold); None: sent now.
-        self._hold = hold
+        self._hold = hold  # where a head waits for the next write (SocketWriter.hold); None: now
         self._fields = EachSecond(partial(_hypercorn_fields, protocol.config))
 
     def install(self) -> None:
-        # Before the first request: HTTPStream takes ``protocol.stream_send`` when it is made.
-        protocol = self._protocol
+        protocol = self._protocol  # before the first request: HTTPStream takes stream_send
         protocol.stream_send = self.stream_send  # type: ignore[method-assign]
         protocol._send_error_response = self.send_error_response  # type: ignore[method-assign]
 
@@ -207,7 +184,8 @@ class _WireFormat:
         headers = [*event.headers, *self._fields()]
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"Connection", b"close"))
-        response = response_event(event.status_code, headers, _REASONS.get(event.status_code, b""))
+        reason = _REASONS.get(event.status_code, b"")
+        response = response_event(event.status_code, headers, reason, build_and_validate_headers)
         if self._hold is None:
             await protocol._send_h11_event(response)
             return
@@ -239,24 +217,72 @@ class _WireFormat:
         await protocol._send_h11_event(h11.EndOfMessage())
 
 
-def _install_protocol_check(protocol: H11Protocol) -> None:
-    """``H11Protocol._check_protocol`` over the names as h11 gives them: lowercased, stripped.
+class _HTTPStream(HTTPStream):
+    """``HTTPStream`` whose final response head skips ``build_and_validate_headers`` (strip
+    each name and value, refuse pseudo-headers: ~20 calls a head). :class:`_WireFormat` matches
+    the head with h11's field patterns (no surrounding whitespace, no ``:`` in a name) and runs
+    that check only on a head that fails them: the same fields reach h11, the same errors the
+    app. ``handle`` takes a request's end and the stream's close by exact type (Hypercorn tries
+    an ``isinstance`` of an ABC per branch, two calls each)."""
 
-    Hypercorn decodes, strips and lowercases every field name of every request to find an
-    ``Upgrade`` (h2c) before it makes the request's stream, and scans the names again there.
-    A request that names no upgrade and is not the HTTP/2 preface needs neither; one that does
-    goes to Hypercorn's own check, which decides as before.
-    """
-    hypercorn_check = protocol._check_protocol
+    async def handle(self, event: StreamEvent) -> None:
+        kind = type(event)
+        if kind is EndBody and not self.closed:
+            await self.app_put({"type": "http.request", "body": b"", "more_body": False})
+        elif kind is StreamClosed and not self.closed:
+            self.closed = True
+            if self.state != ASGIHTTPState.CLOSED:
+                await self.config.log.access(self.scope, None, time.time() - self.start_time)  # type: ignore[arg-type]
+            if self.app_put is not None:
+                await self.app_put({"type": "http.disconnect"})
+        else:
+            await super().handle(event)
+
+    async def app_send(self, message: ASGISendEvent | None) -> None:
+        if (  # a final response's head (_WireFormat makes an informational one elsewhere)
+            message is not None
+            and message["type"] == "http.response.start"
+            and self.state is ASGIHTTPState.REQUEST
+            and int(message["status"]) >= 200
+        ):
+            self.response, headers = message, list(message.get("headers", ()))
+            await self.send(StreamResponse(1, headers, int(message["status"])))
+            self.state = ASGIHTTPState.RESPONSE
+            return
+        await super().app_send(message)
+
+
+def _install_request_path(protocol: H11Protocol) -> None:
+    """``H11Protocol._check_protocol`` and ``_create_stream`` over h11's parsed names.
+
+    Hypercorn decodes, strips, lowercases every request's field names for an h2c ``Upgrade``,
+    again for a WebSocket one, then copies the fields. One with no ``upgrade`` field (h11's
+    names are lowercased) that is not the HTTP/2 preface needs neither; others go to Hypercorn."""
+    hypercorn_check, hypercorn_create = protocol._check_protocol, protocol._create_stream
 
     async def check_protocol(event: h11.Request) -> None:
-        if event.method == b"PRI":
-            await hypercorn_check(event)
-            return
-        if has_field(event.headers, b"upgrade"):
+        if event.method == b"PRI" or has_field(event.headers, b"upgrade"):
             await hypercorn_check(event)
 
+    async def create_stream(request: h11.Request) -> None:
+        if has_field(request.headers, b"upgrade"):
+            await hypercorn_create(request)
+            return
+        p = protocol
+        p.stream = stream = _HTTPStream(
+            p.app, p.config, p.context, p.task_group, p.ssl, p.client, p.server, p.stream_send, 1
+        )
+        raw = p.config.h11_pass_raw_headers  # Hypercorn's raw_items() or list(headers)
+        headers = [(n if raw else low, v) for n, low, v in request.headers._full_items]
+        version, method = request.http_version.decode(), request.method.decode("ascii").upper()
+        await stream.handle(
+            StreamRequest(1, headers, version, method, request.target, p.connection_state)
+        )
+        p.keep_alive_requests += 1
+        await p.context.mark_request()
+
     protocol._check_protocol = check_protocol  # type: ignore[method-assign]
+    protocol._create_stream = create_stream  # type: ignore[method-assign]
 
 
 class ConnectionServer(TCPServer):
@@ -265,23 +291,19 @@ class ConnectionServer(TCPServer):
     - Its keep-alive timer is :class:`_KeepAliveTimer` (replaces ``idle_task``).
     - :meth:`protocol_send` skips the empty write h11 makes at the end of every
       Content-Length body.
-    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.KernelRegion` (a file
-      region with ``sendfile(2)``, a spliced one with ``splice(2)``) as the next body bytes,
-      framed by h11.
-    - Its writes go through :class:`~trio_range.server.socket_writer.SocketWriter`, and each
-      request's ASGI ``receive`` is an :class:`~trio_range.server.app_queue.AppQueue`, not a
-      memory channel (:meth:`_spawn_app`).
+    - :meth:`send_file` writes a :class:`~trio_range.server.file_region.KernelRegion` (file:
+      ``sendfile(2)``, spliced: ``splice(2)``) as the next body bytes, framed by h11.
+    - Writes go through :class:`~trio_range.server.socket_writer.SocketWriter`; each request's
+      ASGI ``receive`` is an :class:`~trio_range.server.app_queue.AppQueue` (:meth:`_spawn_app`).
     - :meth:`_read_data` (replaced whole) ends the connection when the client has closed, and
-      closes a connection that switched to HTTP/2 (below). Before the first read it installs
-      :class:`_WireFormat` on the HTTP/1.1 protocol (reason phrases, canonical names), whose
-      error answers carry ``error_headers`` too.
+      closes one that switched to HTTP/2 (below). Before the first read it installs
+      :class:`_WireFormat` (reason phrases, canonical names, ``error_headers`` on error
+      answers) and :func:`_install_request_path` on the HTTP/1.1 protocol.
 
-    Hypercorn switches a cleartext connection to HTTP/2 when it opens with the prior-knowledge
-    preface or asks for an h2c upgrade, and an idle HTTP/2 connection is never dropped,
-    whatever the keep-alive timeout: a one-packet slowloris. trio_range speaks HTTP/1.1; such a
-    connection is closed. Stock Hypercorn also keeps the connection's task (and its place in
-    any count) until its keep-alive timer runs out, even after the client closed: reading EOF
-    does not stop the timer. Stopping it lets the task end with the client.
+    Hypercorn switches a cleartext connection to HTTP/2 on the prior-knowledge preface or an
+    h2c upgrade, and never drops an idle HTTP/2 connection: a one-packet slowloris. trio_range
+    speaks HTTP/1.1; such a connection is closed. Stock Hypercorn also keeps the connection's
+    task until its keep-alive timer runs out even after the client closed; here it ends then.
     """
 
     def __init__(
@@ -303,10 +325,8 @@ class ConnectionServer(TCPServer):
         self.writer = SocketWriter(stream.socket, self.send_lock, self._peer_gone)
 
     async def protocol_send(self, event: Event) -> None:
-        # Hypercorn's RawData branch (send_lock, a shielded scope, send_all) for every write;
-        # socket_writer.py says why not. h11 frames the end of a Content-Length body as no
-        # bytes at all: nothing to write.
-        # By exact type: Hypercorn's events are ABCs, each isinstance two more calls (issue 13).
+        # Not Hypercorn's RawData branch (socket_writer.py says why); h11's end of a Content-Length
+        # body is no bytes: no write. By exact type: an isinstance of an ABC is two more calls.
         kind = type(event)
         if kind is RawData:
             if event.data or self.writer.holding:  # type: ignore[attr-defined]
@@ -329,14 +349,10 @@ class ConnectionServer(TCPServer):
     async def send_file(self, region: KernelRegion) -> int:
         """Write ``region`` (its ``send_to``) as the next body bytes of the response being sent.
 
-        h11 frames the region as any body data (it counts it against the Content-Length, or
-        writes a chunk header) and hands it back untouched in its output. The connection's
-        :class:`~trio_range.server.socket_writer.SocketWriter` writes it under the send lock,
-        shielded if the region says so (a file region, as Hypercorn shields its own writes;
-        not a splice, which waits on the upstream and must end with its request). Returns the
-        region's bytes written; a peer that went away part way is reported to the protocol as
-        Hypercorn reports it, by closing the stream.
-        """
+        h11 frames the region as any body data and hands it back untouched; the
+        :class:`SocketWriter` writes it under the send lock, shielded if the region says so (a
+        file region, not a splice, which waits on the upstream). Returns the bytes written; a
+        peer gone part way is reported as Hypercorn does, closing the stream."""
         protocol = self.protocol.protocol
         assert isinstance(protocol, H11Protocol)
         connection = protocol.connection
@@ -356,26 +372,17 @@ class ConnectionServer(TCPServer):
         The same task running the same ``_handle`` around the app; only the queue differs.
         """
         queue = AppQueue(config.max_app_queue_size)
-        self._task_group.spawn(
-            _handle,
-            app,
-            config,
-            scope,
-            queue.receive,
-            send,
-            trio.to_thread.run_sync,
-            trio.from_thread.run,
-        )
+        threads = (trio.to_thread.run_sync, trio.from_thread.run)
+        self._task_group.spawn(_handle, app, config, scope, queue.receive, send, *threads)
         return queue.put
 
     async def _read_data(self) -> None:
-        # TCPServer.run made the protocol and its task group just before calling this; nothing
-        # was read yet. The task group is the one every HTTPStream of the connection spawns in.
+        # TCPServer.run made the protocol and the task group its HTTPStreams spawn in; no read yet.
         self._task_group.spawn_app = self._spawn_app  # type: ignore[method-assign]
         read_timeout = self.config.read_timeout
         if isinstance(self.protocol.protocol, H11Protocol):
             _WireFormat(self.protocol.protocol, self._error_headers, self.writer.hold).install()
-            _install_protocol_check(self.protocol.protocol)
+            _install_request_path(self.protocol.protocol)
         while True:
             try:
                 if read_timeout:

@@ -37,6 +37,7 @@ from quart.wrappers import BaseRequestWebsocket, Request
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers import TrioRequest
 from werkzeug.routing import MapAdapter
 
 from trio_range.server._werkzeug_hooks import headers_of
@@ -52,6 +53,7 @@ HOOKED: tuple[Hook, ...] = (
     Hook(ASGIHTTPConnection, "handle_messages", ("self", "request", "receive")),
     Hook(TrioASGIHTTPConnection, "__call__", ("self", "receive", "send")),
     Hook(Body, "set_complete", ("self",)),
+    Hook(Request, "close", ("self",)),  # and its Request._files (None or a MultiDict)
     # Instance attribute: Request.body (a Body), checked by tests/server/test_hooks.py.
     # QuartFastPath repeats these (public) methods minus what nothing registered needs: a
     # reshaped one must be re-read before the fast path is trusted again.
@@ -111,7 +113,14 @@ class QuartConnection(TrioASGIHTTPConnection):
             for name, value in scope["headers"]
         ]
         config = self.app.config
-        request: Request = self.app.request_class(
+        cls = self.app.request_class
+        request: Request = cls.__new__(cls)
+        if not any([name == "Content-Length" for name, _ in fields]):
+            # Werkzeug's value without one, whatever Transfer-Encoding says: set through the
+            # cached_property's public setter instead of two Headers lookups in __init__.
+            request.content_length = None
+        cls.__init__(
+            request,
             scope["method"],
             scope["scheme"],
             scope["path"],
@@ -136,6 +145,18 @@ class QuartConnection(TrioASGIHTTPConnection):
         await ASGIHTTPConnection.handle_messages(self, request, receive)
 
 
+class _Request(TrioRequest):
+    """Quart-Trio's request, whose ``close`` skips closing no uploaded files.
+
+    Quart's ``Request.close`` closes the files a form upload parsed, through Werkzeug's
+    ``iter_multi_items`` of an empty tuple (its ABC checks: about 7 calls) when there were none.
+    """
+
+    async def close(self) -> None:
+        if self._files:
+            await super().close()
+
+
 class QuartFastPath(QuartTrio):
     """Quart's request dispatch, minus the steps that have nothing registered (issue 13).
 
@@ -147,6 +168,8 @@ class QuartFastPath(QuartTrio):
     or a signal receiver gets Quart's behaviour exactly. The bodies repeat Quart 0.22's;
     ``HOOKED`` names each so an upgrade that reshapes one fails tests/server/test_hooks.py.
     """
+
+    request_class = _Request
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         # QuartMap.bind_to_request without a SERVER_NAME, subdomain or host matching: the host
