@@ -46,6 +46,7 @@ log = logging.getLogger("trio_range.proxy")
 _MAGIC = b"TRSC1\n"
 _LENGTH = struct.Struct(">I")
 _MAX_HEADER = 64 * 1024
+_DATA_ALIGN = 4096  # where a slice's bytes start: a page boundary
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,7 +73,12 @@ def _hash(key: str) -> str:
 
 
 def _with_header(fields: dict[str, Any]) -> bytes:
+    """The header, padded with spaces (JSON whitespace) so the slice's bytes start on a page:
+    the kernel's sendfile from an unaligned offset was ~8% slower in a bare loop over 1 MiB
+    slices (docs/cache.md, the cache_stream target)."""
     text = json.dumps(fields, separators=(",", ":")).encode()
+    used = len(_MAGIC) + _LENGTH.size + len(text)
+    text += b" " * (-used % _DATA_ALIGN)
     return _MAGIC + _LENGTH.pack(len(text)) + text
 
 
