@@ -15,7 +15,6 @@ Writes benchmarks/results/proxy_hot_path.json.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import io
 import pathlib
 import pstats
@@ -23,7 +22,6 @@ import random
 import resource
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +36,7 @@ from benchmarks._harness import (
     print_table,
     run_benchmark,
 )
-from benchmarks._passes import FILE_BYTES, WARM_UP_REQUESTS, PassCounter, _Client
+from benchmarks._passes import FILE_BYTES, _Client, counted_runs
 from trio_range.config import ProxyConfig
 from trio_range.proxy.app import create_app as create_proxy
 from trio_range.server.serving import serve_app
@@ -148,24 +146,9 @@ async def _measure(
         host, port = urls[0].removeprefix("http://").rsplit(":", 1)
         client = _Client((host, int(port)), data, connections, seed)
         try:
-            await trio.to_thread.run_sync(client.run, WARM_UP_REQUESTS)
-            counter = PassCounter()
-            trio.lowlevel.add_instrument(counter)
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            profile = cProfile.Profile()
-            profile.enable()
-            try:
-                await trio.to_thread.run_sync(client.run, requests)
-            finally:
-                profile.disable()
-            before, wall_before = _thread_cpu(), time.perf_counter()
-            await trio.to_thread.run_sync(client.run, requests)
-            (user_after, system_after), (user_before, system_before) = _thread_cpu(), before
+            counter, profile, cpu_pair, wall = await counted_runs(client, requests, _thread_cpu)
+            (user_before, system_before), (user_after, system_after) = cpu_pair
             user, system = user_after - user_before, system_after - system_before
-            wall = time.perf_counter() - wall_before
         finally:
             client.close()
         nursery.cancel_scope.cancel()
