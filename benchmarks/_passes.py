@@ -33,6 +33,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from benchmarks._harness import ratio_cell
 from trio_range.config import OriginConfig
 from trio_range.origin.app import create_app
 from trio_range.server.serving import serve_app
@@ -89,6 +90,22 @@ async def _measure(
         figures = await measure_url(url, data, requests, connections, seed)
         nursery.cancel_scope.cancel()
     return figures
+
+
+def figures_row(
+    server: str, connections: int, each: dict[str, float], baseline: dict[str, float] | None
+) -> list[str]:
+    """One table row of :func:`measure_url`'s figures, CPU as a ratio to ``baseline``'s."""
+    cpu = each["cpu_us_per_request"]
+    return [
+        server,
+        str(connections),
+        f"{each['passes_per_request']:.2f}",
+        f"{each['calls_per_request']:.0f}",
+        f"{cpu:.0f}",
+        ratio_cell(cpu / baseline["cpu_us_per_request"] if baseline else None),
+        f"{each['requests_per_s']:.0f}",
+    ]
 
 
 async def counted_runs(

@@ -32,10 +32,9 @@ from benchmarks._harness import (
     RESULTS_DIR,
     BenchmarkError,
     print_table,
-    ratio_cell,
     run_benchmark,
 )
-from benchmarks._passes import cpu_per_request, measure_url
+from benchmarks._passes import cpu_per_request, figures_row, measure_url
 from trio_range.config import OriginConfig, ProxyConfig
 from trio_range.origin.app import create_app as create_origin
 from trio_range.proxy.app import create_app as create_proxy
@@ -69,19 +68,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for connections in (int(c) for c in args.connections.split(",")):
             figures = trio.run(_measure, args, data, media, connections)
             results["figures"][str(connections)] = figures
-            origin = figures["origin"]
             for server, each in figures.items():
-                rows.append(
-                    [
-                        server,
-                        str(connections),
-                        f"{each['passes_per_request']:.2f}",
-                        f"{each['calls_per_request']:.0f}",
-                        f"{each['cpu_us_per_request']:.0f}",
-                        ratio_cell(each["cpu_us_per_request"] / origin["cpu_us_per_request"]),
-                        f"{each['requests_per_s']:.0f}",
-                    ]
-                )
+                rows.append(figures_row(server, connections, each, figures["origin"]))
     print_table(
         f"cache hit vs origin, {args.requests} random 4 KiB ranges of {args.file_mib} MiB",
         [

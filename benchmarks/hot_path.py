@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks._harness import RESULTS_DIR, print_table, ratio_cell, run_benchmark
-from benchmarks._passes import SERVERS, measure
+from benchmarks._harness import RESULTS_DIR, print_table, run_benchmark
+from benchmarks._passes import SERVERS, figures_row, measure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,20 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         results["figures"][str(connections)] = figures
         for server, each in figures.items():
-            stock = figures.get("stock")
-            rows.append(
-                [
-                    server,
-                    str(connections),
-                    f"{each['passes_per_request']:.2f}",
-                    f"{each['calls_per_request']:.0f}",
-                    f"{each['cpu_us_per_request']:.0f}",
-                    ratio_cell(
-                        each["cpu_us_per_request"] / stock["cpu_us_per_request"] if stock else None
-                    ),
-                    f"{each['requests_per_s']:.0f}",
-                ]
-            )
+            rows.append(figures_row(server, connections, each, figures.get("stock")))
     print_table(
         f"origin hot path, {args.requests} random 4 KiB ranges",
         [
