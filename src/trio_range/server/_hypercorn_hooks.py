@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import cast
 
 import h11
@@ -159,7 +158,7 @@ class _WireFormat:
         self._hypercorn_stream_send = protocol.stream_send
         self._error_headers = list(error_headers)
         self._hold = hold  # where a head waits for the next write (SocketWriter.hold); None: now
-        self._fields = EachSecond(partial(_hypercorn_fields, protocol.config))
+        self._fields = EachSecond(lambda _second: _hypercorn_fields(protocol.config))
 
     def install(self) -> None:
         protocol = self._protocol  # before the first request: HTTPStream takes stream_send

@@ -1,7 +1,8 @@
 """A value made at most once per wall-clock second (the Date field and what goes with it).
 
-Hypercorn formats the Date (and builds its list of fields) for every response; the value
-changes once a second, so it is made again only when the second has changed (issue 13).
+Hypercorn formats the Date (and builds its list of fields) for every response, and a cache hit
+needs one too; the value changes once a second, so it is made again only when the second has
+changed (issue 13).
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ T = TypeVar("T")
 
 
 class EachSecond(Generic[T]):
-    """``make()``, called again only when ``int(time.time())`` has moved since the last call."""
+    """``make(second)``, called again only when the second has moved since the last call.
+
+    The second is ``int(now)``: ``now`` as given (a caller with a clock of its own, such as the
+    cache, whose Age is counted on it), else ``time.time()``.
+    """
 
     __slots__ = ("_make", "_second", "_value")
 
-    def __init__(self, make: Callable[[], T]) -> None:
+    def __init__(self, make: Callable[[int], T]) -> None:
         self._make = make
         self._second = -1
         self._value: T | None = None
 
-    def __call__(self) -> T:
-        second = int(time.time())
+    def __call__(self, now: float | None = None) -> T:
+        second = int(time.time() if now is None else now)
         if second != self._second or self._value is None:
-            self._value = self._make()
+            self._value = self._make(second)
             self._second = second
         return self._value

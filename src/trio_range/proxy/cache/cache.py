@@ -39,6 +39,7 @@ from trio_range.proxy.cache.fills import Fill, FillCancelled, Waiter
 from trio_range.proxy.cache.open_files import IDLE_S
 from trio_range.proxy.cache.store import ObjectRecord, SliceStore
 from trio_range.proxy.upstream import Upstream, relay_body
+from trio_range.server.each_second import EachSecond
 from trio_range.stats.store import StatsStore
 
 log = logging.getLogger("trio_range.proxy")
@@ -87,7 +88,7 @@ class SliceCache:
             ("Accept-Encoding", "identity"),
             ("Via", self.via),
         ]
-        self._date = (0, "")  # the second of the last Date made, and that Date
+        self.http_date = EachSecond(format_http_date)  # the Date of an answer made at ``now``
 
     # --- life cycle (the PushingStore shape: run_in_lifespan runs it) ------------------------
 
@@ -113,13 +114,6 @@ class SliceCache:
     @property
     def running(self) -> bool:
         return self._nursery is not None
-
-    def http_date(self, now: float) -> str:
-        """The Date field of an answer made at ``now``: formatted once a second."""
-        second = int(now)
-        if second != self._date[0]:
-            self._date = (second, format_http_date(second))
-        return self._date[1]
 
     # --- what is known of an object ----------------------------------------------------------
 
