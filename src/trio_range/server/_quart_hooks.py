@@ -13,35 +13,41 @@ them, so an upgrade that renames or reshapes one fails there instead of serving 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 from inspect import CO_COROUTINE
 from types import FunctionType, MethodType
 from typing import Any
 
+import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
+from quart import globals as quart_globals
 from quart import request as request_proxy
 from quart.asgi import ASGIHTTPConnection
-from quart.ctx import RequestContext
+from quart.ctx import AppContext, RequestContext, _BaseRequestWebsocketContext
+from quart.globals import _cv_app, _cv_request
 from quart.routing import QuartMap
 from quart.signals import (
+    appcontext_popped,
+    appcontext_pushed,
     appcontext_tearing_down,
     request_finished,
     request_started,
     request_tearing_down,
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
-from quart.wrappers import BaseRequestWebsocket, Request
+from quart.wrappers import Request
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
-from werkzeug.routing import MapAdapter
+from werkzeug.exceptions import HTTPException
 
 from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.hooks_check import Hook
+from trio_range.server.remembered_routes import MAX_REMEMBERED_ADAPTERS as MAX_REMEMBERED_ADAPTERS
+from trio_range.server.remembered_routes import RememberedRoutes
 
 HOOKED: tuple[Hook, ...] = (
     Hook(Quart, "asgi_http_class", None),
@@ -66,6 +72,19 @@ HOOKED: tuple[Hook, ...] = (
     Hook(Quart, "ensure_async", ("self", "func")),
     Hook(Quart, "create_url_adapter", ("self", "request")),
     Hook(QuartMap, "bind_to_request", ("self", "request", "subdomain", "server_name")),
+    # QuartFastPath.handle_request repeats these, pushing and popping Quart's two contexts
+    # through the context variables its request and app proxies read.
+    Hook(QuartTrio, "handle_request", ("self", "request")),
+    Hook(_BaseRequestWebsocketContext, "_push", ("self",)),
+    Hook(_BaseRequestWebsocketContext, "match_request", ("self",)),
+    Hook(RequestContext, "pop", ("self", "exc")),
+    Hook(AppContext, "push", ("self",)),
+    Hook(AppContext, "pop", ("self", "exc")),
+    Hook(Quart, "dispatch_request", ("self", "request_context")),
+    Hook(quart_globals, "_cv_request", None),  # the request proxy's context variable
+    Hook(quart_globals, "_cv_app", None),  # the app and g proxies' context variable
+    # Instance attributes: RequestContext._cv_tokens and AppContext._cv_tokens (lists of the
+    # tokens of each push), RequestContext.request_websocket, checked by test_hooks.py.
     # Instance attribute: RequestContext._after_request_functions (after_this_request's list),
     # checked by tests/server/test_hooks.py.
     # Werkzeug's LocalProxy._get_current_object (documented, set per proxy): current_request.
@@ -78,8 +97,11 @@ def current_request() -> Request:
     Each attribute read through the proxy is a context lookup of its own (about 4 Python
     calls); code that reads several attributes per request reads them from this object.
     """
-    request: Request = request_proxy._get_current_object()  # type: ignore[attr-defined]
-    return request
+    context = _cv_request.get(None)
+    if context is None:  # outside a request: the proxy raises Quart's own error
+        request: Request = request_proxy._get_current_object()  # type: ignore[attr-defined]
+        return request
+    return context.request_websocket  # type: ignore[return-value]
 
 
 def complete_empty_body(request: Request) -> None:
@@ -157,7 +179,7 @@ class _Request(TrioRequest):
             await super().close()
 
 
-class QuartFastPath(QuartTrio):
+class QuartFastPath(RememberedRoutes, QuartTrio):
     """Quart's request dispatch, minus the steps that have nothing registered (issue 13).
 
     Quart walks every blueprint's hook lists, sends five blinker signals and re-inspects each
@@ -171,57 +193,86 @@ class QuartFastPath(QuartTrio):
 
     request_class = _Request
 
-    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
-        # QuartMap.bind_to_request without a SERVER_NAME, subdomain or host matching: the host
-        # is compared with itself, so the subdomain is always "" (two host reads, two splits).
+    async def handle_request(self, request: Request) -> ResponseTypes:
+        # Quart-Trio's, with Quart's two contexts pushed and popped here: each push is a
+        # context variable set, each pop its reset, without the five async methods, two
+        # signals without receivers and the exit stack around them (about 40 Python calls).
         if (
-            request is None
-            or self.subdomain_matching
-            or self.url_map.host_matching
-            or self.url_map.default_subdomain
-            or self.config["SERVER_NAME"] is not None
+            appcontext_pushed.receivers
+            or appcontext_popped.receivers
+            or self.config["PRESERVE_CONTEXT_ON_EXCEPTION"]
+            or request.scope.get("_quart._preserve_context", False)
         ):
-            return super().create_url_adapter(request)
-        scheme = request.scheme
-        host = request.host.lower()
-        # Quart's _normalise_host: no default port in the name matched against routes.
-        if scheme in _PORT_80_SCHEMES and host.endswith(":80"):
-            host = host[:-3]
-        elif scheme in _PORT_443_SCHEMES and host.endswith(":443"):
-            host = host[:-4]
-        # The adapter of the same scheme, host, root, method, path and query is the same, and
-        # so is its match: both are remembered (routes cannot change once requests are served:
-        # Quart refuses setup methods after the first one). About 40 Python calls a request.
-        key = (scheme, host, request.root_path, request.method, request.path, request.query_string)
-        adapter = self._adapters.get(key)
-        if adapter is None:
-            bound = self.url_map.bind(
-                host,
-                request.root_path,
-                "",
-                scheme,
-                request.method,
-                request.path,
-                request.query_string.decode(),
-            )
-            adapter = _RememberingAdapter(
-                bound.map,
-                bound.server_name,
-                bound.script_name,
-                bound.subdomain,
-                bound.url_scheme,
-                bound.path_info,
-                bound.default_method,
-                bound.query_args,
-            )
-            if len(self._adapters) >= MAX_REMEMBERED_ADAPTERS:
-                self._adapters.clear()
-            self._adapters[key] = adapter
-        return adapter
+            return await super().handle_request(request)
+        context = self.request_context(request)
+        request_token = _cv_request.set(context)
+        app_context: AppContext | None = _cv_app.get(None)
+        if app_context is not None and app_context.app is self:
+            app_context = None  # the app's context is already there: Quart reuses it
+        else:
+            app_context = self.app_context()
+            app_context._cv_tokens.append(_cv_app.set(app_context))
+        context._cv_tokens.append((request_token, app_context))
+        escaping: BaseException | None = None
+        try:
+            session_interface = self.session_interface
+            open_session = self.ensure_async(session_interface.open_session)
+            context.session = await open_session(self, request)
+            if context.session is None:
+                context.session = await session_interface.make_null_session(self)
+            if context.url_adapter is not None:
+                try:
+                    request.url_rule, request.view_args = context.url_adapter.match(  # type: ignore[misc]
+                        return_rule=True
+                    )
+                except HTTPException as exception:
+                    request.routing_exception = exception
+            try:
+                return await self.full_dispatch_request(context)
+            except trio.Cancelled:
+                raise  # the serving code handles it
+            except BaseExceptionGroup as group:
+                failures, _ = group.split(trio.Cancelled)
+                if failures is not None:
+                    raise failures from None
+                return await self.handle_exception(group)  # type: ignore[arg-type]
+            except Exception as error:
+                return await self.handle_exception(error)
+        except BaseException as error:
+            escaping = error
+            raise
+        finally:
+            await self._pop_contexts(context, app_context, escaping)
 
-    @functools.cached_property
-    def _adapters(self) -> dict[tuple[object, ...], MapAdapter]:
-        return {}
+    async def _pop_contexts(
+        self, context: RequestContext, app_context: AppContext | None, exc: BaseException | None
+    ) -> None:
+        # RequestContext.pop and AppContext.pop, for one push of each.
+        try:
+            await self.do_teardown_request(exc, context)
+            await context.request_websocket.close()  # type: ignore[attr-defined]
+        finally:
+            _cv_request.reset(context._cv_tokens.pop()[0])
+            if app_context is not None:
+                try:
+                    await self.do_teardown_appcontext(exc)
+                finally:
+                    _cv_app.reset(app_context._cv_tokens.pop())
+
+    async def dispatch_request(
+        self, request_context: RequestContext | None = None
+    ) -> ResponseReturnValue:
+        if request_context is None:
+            return await super().dispatch_request(request_context)
+        # Quart's, reading the context's request as an attribute, not a property and a cast.
+        request = request_context.request_websocket
+        if request.routing_exception is not None:
+            self.raise_routing_exception(request)
+        rule = request.url_rule
+        if request.method == "OPTIONS" and rule.provide_automatic_options:  # type: ignore[union-attr]
+            return await self.make_default_options_response()
+        handler = self.view_functions[rule.endpoint]  # type: ignore[union-attr]
+        return await self.ensure_async(handler)(**request.view_args)  # type: ignore[no-any-return,arg-type]
 
     def ensure_async(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         # What inspect.iscoroutinefunction decides for a plain function or bound method, in
@@ -269,7 +320,7 @@ class QuartFastPath(QuartTrio):
             self.url_value_preprocessors, self.before_request_funcs
         ):
             return await super().preprocess_request(request_context)
-        request = request_context.request
+        request = request_context.request_websocket
         for processor in self.url_value_preprocessors.get(None, ()):
             processor(request.endpoint, request.view_args)
         for function in self.before_request_funcs.get(None, ()):
@@ -311,50 +362,6 @@ class QuartFastPath(QuartTrio):
             return await super().do_teardown_appcontext(exc)
         for function in self.teardown_appcontext_funcs:
             await self.ensure_async(function)(exc)
-
-
-# Distinct requests (scheme, host, path, query) whose URL adapter is remembered; past it the
-# memory starts over (a crawl of many distinct paths binds each once, as without it).
-MAX_REMEMBERED_ADAPTERS = 1024
-
-
-class _RememberingAdapter(MapAdapter):
-    """A ``MapAdapter`` that matches its own request once: later calls return that match.
-
-    Only the call Quart makes (``match(return_rule=True)``, the bound path and method) is
-    remembered, and only a success: a redirect, 404 or 405 is raised again each time, as
-    Werkzeug raises it. Each caller gets its own copy of the view arguments.
-    """
-
-    _found: tuple[Any, Mapping[str, Any]] | None = None
-
-    def match(
-        self,
-        path_info: str | None = None,
-        method: str | None = None,
-        return_rule: bool = False,
-        query_args: Mapping[str, Any] | str | None = None,
-        websocket: bool | None = None,
-    ) -> tuple[Any, Mapping[str, Any]]:
-        if (
-            not return_rule
-            or path_info is not None
-            or method is not None
-            or query_args is not None
-            or websocket is not None
-        ):
-            matched: tuple[Any, Mapping[str, Any]] = super().match(  # type: ignore[call-overload]
-                path_info, method, return_rule, query_args, websocket
-            )
-            return matched
-        found = self._found
-        if found is None:
-            found = self._found = super().match(return_rule=True)
-        return found[0], dict(found[1])
-
-
-_PORT_80_SCHEMES = frozenset({"http", "ws"})
-_PORT_443_SCHEMES = frozenset({"https", "wss"})
 
 
 def _only_app_level(*registries: dict[Any, Any]) -> bool:
