@@ -13,11 +13,7 @@ them, so an upgrade that renames or reshapes one fails there instead of serving 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
-from inspect import CO_COROUTINE
-from types import FunctionType, MethodType
-from typing import Any
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -31,21 +27,19 @@ from quart.routing import QuartMap
 from quart.signals import (
     appcontext_popped,
     appcontext_pushed,
-    appcontext_tearing_down,
-    request_finished,
-    request_started,
-    request_tearing_down,
 )
-from quart.typing import ResponseReturnValue, ResponseTypes
+from quart.typing import ResponseTypes
 from quart.wrappers import Request
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
+from quart_trio.wrappers.request import TrioBody
 from werkzeug.exceptions import HTTPException
 
 from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.hooks_check import Hook
+from trio_range.server.quiet_dispatch import QuietDispatch, only_app_level
 from trio_range.server.remembered_routes import MAX_REMEMBERED_ADAPTERS as MAX_REMEMBERED_ADAPTERS
 from trio_range.server.remembered_routes import RememberedRoutes
 
@@ -59,6 +53,9 @@ HOOKED: tuple[Hook, ...] = (
     Hook(ASGIHTTPConnection, "handle_messages", ("self", "request", "receive")),
     Hook(TrioASGIHTTPConnection, "__call__", ("self", "receive", "send")),
     Hook(Body, "set_complete", ("self",)),
+    # _CompleteEmptyBody sets what TrioBody.__init__ sets, minus the events; the check that
+    # a TrioBody still has exactly these attributes is in tests/server/test_hooks.py.
+    Hook(TrioBody, "__init__", ("self", "expected_content_length", "max_content_length")),
     Hook(Request, "close", ("self",)),  # and its Request._files (None or a MultiDict)
     # Instance attribute: Request.body (a Body), checked by tests/server/test_hooks.py.
     # QuartFastPath repeats these (public) methods minus what nothing registered needs: a
@@ -111,7 +108,9 @@ def complete_empty_body(request: Request) -> None:
     a request served without a task reading its messages (connection.py): a view that awaits
     the body then gets ``b""`` instead of waiting forever.
     """
-    request.body.set_complete()
+    body = request.body
+    if type(body) is not _CompleteEmptyBody:
+        body.set_complete()
 
 
 class QuartConnection(TrioASGIHTTPConnection):
@@ -137,10 +136,15 @@ class QuartConnection(TrioASGIHTTPConnection):
         config = self.app.config
         cls = self.app.request_class
         request: Request = cls.__new__(cls)
-        if not any([name == "Content-Length" for name, _ in fields]):
+        names = [name for name, _ in fields]
+        if "Content-Length" not in names:
             # Werkzeug's value without one, whatever Transfer-Encoding says: set through the
             # cached_property's public setter instead of two Headers lookups in __init__.
             request.content_length = None
+            if "Transfer-Encoding" not in names:
+                # No body at all (RFC 9112 §6.3): Request.__init__ reads body_class from the
+                # request, and this one is complete from the start.
+                request.body_class = _CompleteEmptyBody
         cls.__init__(
             request,
             scope["method"],
@@ -167,6 +171,43 @@ class QuartConnection(TrioASGIHTTPConnection):
         await ASGIHTTPConnection.handle_messages(self, request, receive)
 
 
+class _Done:
+    """An event that is set and stays set: both events of every complete empty body."""
+
+    __slots__ = ()
+
+    def is_set(self) -> bool:
+        return True
+
+    async def wait(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+class _CompleteEmptyBody(TrioBody):
+    """The body of a request without one: empty and complete when made.
+
+    Quart-Trio's body makes two ``trio.Event`` (each in a wrapper) and sets both when the
+    empty body is complete: eight Python calls a GET. This one shares one set event, and
+    otherwise behaves as a completed empty ``TrioBody`` (awaiting it gives ``b""``).
+    """
+
+    _complete = _has_data = _Done()  # type: ignore[assignment]
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        self._data = bytearray()
+        self._max_content_length = max_content_length
+        self._must_raise = None
+
+    def set_complete(self) -> None:
+        pass
+
+
 class _Request(TrioRequest):
     """Quart-Trio's request, whose ``close`` skips closing no uploaded files.
 
@@ -179,16 +220,16 @@ class _Request(TrioRequest):
             await super().close()
 
 
-class QuartFastPath(RememberedRoutes, QuartTrio):
-    """Quart's request dispatch, minus the steps that have nothing registered (issue 13).
+class QuartFastPath(RememberedRoutes, QuietDispatch):
+    """Quart-Trio's request handling, minus the steps that have nothing registered (issue 13).
 
-    Quart walks every blueprint's hook lists, sends five blinker signals and re-inspects each
-    coroutine function on every request, whether or not anything is registered (about 70
-    Python calls of a small range request's 1650). Each override below takes the short way
-    only when what it skips is empty (no receivers, no hooks beyond the app's own, a plain
-    ``async def``), and otherwise calls Quart's method: an app that registers a blueprint hook
-    or a signal receiver gets Quart's behaviour exactly. The bodies repeat Quart 0.22's;
-    ``HOOKED`` names each so an upgrade that reshapes one fails tests/server/test_hooks.py.
+    The dispatch is :class:`~trio_range.server.quiet_dispatch.QuietDispatch`'s, the URL
+    adapters are remembered (server/remembered_routes.py); what needs Quart's internals is
+    here: Quart's request and app contexts pushed as two context variable sets (what its
+    ``request``, ``g`` and ``current_app`` proxies read), and ``after_this_request``'s list
+    read before the response hooks are skipped. Each takes the short way only when nothing
+    registered needs the long one, and otherwise calls Quart's method; ``HOOKED`` names each
+    method repeated, so an upgrade that reshapes one fails tests/server/test_hooks.py.
     """
 
     request_class = _Request
@@ -222,7 +263,7 @@ class QuartFastPath(RememberedRoutes, QuartTrio):
                 context.session = await session_interface.make_null_session(self)
             if context.url_adapter is not None:
                 try:
-                    request.url_rule, request.view_args = context.url_adapter.match(  # type: ignore[misc]
+                    request.url_rule, request.view_args = context.url_adapter.match(  # type: ignore[assignment]
                         return_rule=True
                     )
                 except HTTPException as exception:
@@ -234,7 +275,7 @@ class QuartFastPath(RememberedRoutes, QuartTrio):
             except BaseExceptionGroup as group:
                 failures, _ = group.split(trio.Cancelled)
                 if failures is not None:
-                    raise failures from None
+                    raise failures from group
                 return await self.handle_exception(group)  # type: ignore[arg-type]
             except Exception as error:
                 return await self.handle_exception(error)
@@ -259,83 +300,13 @@ class QuartFastPath(RememberedRoutes, QuartTrio):
                 finally:
                     _cv_app.reset(app_context._cv_tokens.pop())
 
-    async def dispatch_request(
-        self, request_context: RequestContext | None = None
-    ) -> ResponseReturnValue:
-        if request_context is None:
-            return await super().dispatch_request(request_context)
-        # Quart's, reading the context's request as an attribute, not a property and a cast.
-        request = request_context.request_websocket
-        if request.routing_exception is not None:
-            self.raise_routing_exception(request)
-        rule = request.url_rule
-        if request.method == "OPTIONS" and rule.provide_automatic_options:  # type: ignore[union-attr]
-            return await self.make_default_options_response()
-        handler = self.view_functions[rule.endpoint]  # type: ignore[union-attr]
-        return await self.ensure_async(handler)(**request.view_args)  # type: ignore[no-any-return,arg-type]
-
-    def ensure_async(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        # What inspect.iscoroutinefunction decides for a plain function or bound method, in
-        # one attribute read instead of ten calls; anything else asks Quart.
-        code_owner = func.__func__ if type(func) is MethodType else func
-        if type(code_owner) is FunctionType and code_owner.__code__.co_flags & CO_COROUTINE:
-            return func
-        return super().ensure_async(func)
-
-    async def full_dispatch_request(
-        self, request_context: RequestContext | None = None
-    ) -> ResponseTypes:
-        if request_started.receivers or request_finished.receivers:
-            return await super().full_dispatch_request(request_context)
-        result: ResponseReturnValue | Exception | None
-        try:
-            result = await self.preprocess_request(request_context)
-            if result is None:
-                result = await self.dispatch_request(request_context)
-        except (Exception, BaseExceptionGroup) as error:
-            result = await self.handle_user_exception(error)
-        return await self.finalize_request(result, request_context)
-
-    async def finalize_request(
-        self,
-        result: Any,
-        request_context: RequestContext | None = None,
-        from_error_handler: bool = False,
-    ) -> ResponseTypes:
-        if request_finished.receivers:
-            return await super().finalize_request(result, request_context, from_error_handler)
-        response = await self.make_response(result)
-        try:
-            response = await self.process_response(response, request_context)
-        except Exception:
-            if not from_error_handler:
-                raise
-            self.logger.exception("Request finalizing errored")
-        return response
-
-    async def preprocess_request(
-        self, request_context: RequestContext | None = None
-    ) -> ResponseReturnValue | None:
-        if request_context is None or not _only_app_level(
-            self.url_value_preprocessors, self.before_request_funcs
-        ):
-            return await super().preprocess_request(request_context)
-        request = request_context.request_websocket
-        for processor in self.url_value_preprocessors.get(None, ()):
-            processor(request.endpoint, request.view_args)
-        for function in self.before_request_funcs.get(None, ()):
-            result = await self.ensure_async(function)()
-            if result is not None:
-                return result  # type: ignore[no-any-return]
-        return None
-
     async def process_response(
         self, response: ResponseTypes, request_context: RequestContext | None = None
     ) -> ResponseTypes:
         if (
             request_context is None
             or request_context._after_request_functions
-            or not _only_app_level(self.after_request_funcs)
+            or not only_app_level(self.after_request_funcs)
         ):
             return await super().process_response(response, request_context)
         for function in reversed(self.after_request_funcs.get(None, ())):
@@ -344,31 +315,3 @@ class QuartFastPath(RememberedRoutes, QuartTrio):
         if not self.session_interface.is_null_session(session):
             await self.ensure_async(self.session_interface.save_session)(self, session, response)
         return response
-
-    async def do_teardown_request(
-        self, exc: BaseException | None, request_context: RequestContext | None = None
-    ) -> None:
-        if (
-            request_context is None
-            or request_tearing_down.receivers
-            or not _only_app_level(self.teardown_request_funcs)
-        ):
-            return await super().do_teardown_request(exc, request_context)
-        for function in reversed(self.teardown_request_funcs.get(None, ())):
-            await self.ensure_async(function)(exc)
-
-    async def do_teardown_appcontext(self, exc: BaseException | None) -> None:
-        if appcontext_tearing_down.receivers:
-            return await super().do_teardown_appcontext(exc)
-        for function in self.teardown_appcontext_funcs:
-            await self.ensure_async(function)(exc)
-
-
-def _only_app_level(*registries: dict[Any, Any]) -> bool:
-    """Whether the hook registries hold nothing for a blueprint (only the app's None key):
-    then the blueprints of the request, which Quart computes per request, add no hook."""
-    for registry in registries:
-        for name in registry:
-            if name is not None:
-                return False
-    return True
