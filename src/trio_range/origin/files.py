@@ -26,6 +26,7 @@ from trio_range.http.response_plan import (
 )
 from trio_range.origin.media_folder import MediaFolder, content_type_for
 from trio_range.origin.shaping import Shaping
+from trio_range.server._quart_hooks import current_request
 from trio_range.server.common import fields_response, json_response, not_found
 from trio_range.server.exchange import current_exchange
 from trio_range.server.file_body import file_body
@@ -111,7 +112,7 @@ async def serve_file(site: OriginSite, relative: str) -> Response:
         file.fd,
         region_bytes=site.region_bytes,
         chunk_bytes=site.config.chunk_size_bytes,
-        sendfile=can_send_file(request.scope),
+        sendfile=can_send_file(current_request().scope),  # not the proxy: 1 call, not 3
     )
     if site.shaping.enabled:
         pacing = await site.shaping.pacing(relative, file, representation.content_type)

@@ -13,7 +13,9 @@ them, so an upgrade that renames or reshapes one fails there instead of serving 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from functools import partial
+from typing import TypeVar
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -29,19 +31,23 @@ from quart.signals import (
     appcontext_pushed,
 )
 from quart.typing import ResponseTypes
-from quart.wrappers import Request
+from quart.wrappers import Request, Response
 from quart.wrappers.request import Body
+from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
 from quart_trio.wrappers.request import TrioBody
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from trio_range.server._werkzeug_hooks import headers_of
+from trio_range.server._werkzeug_hooks import headers_of, prepared_response
 from trio_range.server.hooks_check import Hook
 from trio_range.server.quiet_dispatch import QuietDispatch, only_app_level
 from trio_range.server.remembered_routes import MAX_REMEMBERED_ADAPTERS as MAX_REMEMBERED_ADAPTERS
 from trio_range.server.remembered_routes import RememberedRoutes
+
+ResponseClass = TypeVar("ResponseClass", bound=Response)
 
 HOOKED: tuple[Hook, ...] = (
     Hook(Quart, "asgi_http_class", None),
@@ -78,6 +84,10 @@ HOOKED: tuple[Hook, ...] = (
     Hook(AppContext, "push", ("self",)),
     Hook(AppContext, "pop", ("self", "exc")),
     Hook(Quart, "dispatch_request", ("self", "request_context")),
+    # bare_response repeats it for a ResponseBody (test_bare_response.py compares the two).
+    Hook(
+        Response, "__init__", ("self", "response", "status", "headers", "mimetype", "content_type")
+    ),
     Hook(quart_globals, "_cv_request", None),  # the request proxy's context variable
     Hook(quart_globals, "_cv_app", None),  # the app and g proxies' context variable
     # Instance attributes: RequestContext._cv_tokens and AppContext._cv_tokens (lists of the
@@ -99,6 +109,26 @@ def current_request() -> Request:
         request: Request = request_proxy._get_current_object()  # type: ignore[attr-defined]
         return request
     return context.request_websocket  # type: ignore[return-value]
+
+
+def bare_response(
+    cls: type[ResponseClass],
+    body: ResponseBody | AsyncIterable[object],
+    status: int,
+    headers: Headers,
+) -> ResponseClass:
+    """``cls(body, status=status, headers=headers)`` for a body object or an async iterable.
+
+    Quart's ``Response.__init__`` over Werkzeug's: the same fields (Werkzeug's part is
+    ``_werkzeug_hooks.prepared_response``), in four assignments instead of about 10 calls.
+    """
+    response = prepared_response(cls, status, headers)
+    if response is None or isinstance(body, (str, bytes)):
+        return cls(body, status=status, headers=headers)
+    response.timeout = Ellipsis  # Quart's "no timeout set": RESPONSE_TIMEOUT applies
+    # What Quart makes of each: a body object as it is, an iterable in its iterable body.
+    response.response = body if isinstance(body, ResponseBody) else cls.iterable_body_class(body)
+    return response
 
 
 def complete_empty_body(request: Request) -> None:

@@ -14,6 +14,7 @@ from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from trio_range.config import ServerConfig
+from trio_range.server._quart_hooks import bare_response
 from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.app import RangeApp
 from trio_range.server.exchange import Exchange
@@ -59,7 +60,7 @@ def fields_response(
         # Quart's body of bytes, given as a body: Response(b"") would set Content-Length: 0,
         # and an empty list would go through Quart's asyncio-only sync-iterable wrapper.
         body = response_class.data_body_class(b"")
-    return response_class(body, status=status, headers=headers_of(fields))
+    return bare_response(response_class, body, status, headers_of(fields))
 
 
 def not_found() -> Response:

@@ -36,27 +36,37 @@ class RememberedRoutes(Quart):
         ):
             return super().create_url_adapter(request)
         scheme = request.scheme
+        # The adapter of the same scheme, host, root, method, path and query is the same, and
+        # so is its match: both are remembered (routes cannot change once requests are served:
+        # Quart refuses setup methods after the first one). About 40 Python calls a request.
+        # Remembered by the Host field as received (the scope's, from which Quart builds the
+        # request's headers), so a request seen before needs no validated ``request.host``
+        # (Werkzeug's get_host, about 7 calls): the same field validates the same way.
+        field = None
+        for name, value in request.scope.get("headers", ()):
+            if name == b"host":
+                field = value
+                break
+        root, method, path, query = (
+            request.root_path,
+            request.method,
+            request.path,
+            request.query_string,
+        )
+        if field is not None:
+            adapter = self._adapters.get((scheme, field, root, method, path, query))
+            if adapter is not None:
+                return adapter
         host = request.host.lower()
         # Quart's _normalise_host: no default port in the name matched against routes.
         if scheme in _PORT_80_SCHEMES and host.endswith(":80"):
             host = host[:-3]
         elif scheme in _PORT_443_SCHEMES and host.endswith(":443"):
             host = host[:-4]
-        # The adapter of the same scheme, host, root, method, path and query is the same, and
-        # so is its match: both are remembered (routes cannot change once requests are served:
-        # Quart refuses setup methods after the first one). About 40 Python calls a request.
-        key = (scheme, host, request.root_path, request.method, request.path, request.query_string)
+        key = (scheme, host if field is None else field, root, method, path, query)
         adapter = self._adapters.get(key)
         if adapter is None:
-            bound = self.url_map.bind(
-                host,
-                request.root_path,
-                "",
-                scheme,
-                request.method,
-                request.path,
-                request.query_string.decode(),
-            )
+            bound = self.url_map.bind(host, root, "", scheme, method, path, query.decode())
             adapter = _RememberingAdapter(
                 bound.map,
                 bound.server_name,
