@@ -55,8 +55,14 @@ class KeepAliveTimer:
         self._deadline = math.inf
 
     def close(self) -> None:
-        """The connection ended: the watcher ends too."""
+        """The connection ended: the watcher ends too, and the timer lets go of the connection.
+
+        The close callback is a bound method of the connection's server, which holds this
+        timer: a reference cycle that kept each closed connection's objects until a full
+        garbage collection. A watcher that wakes after this has nothing left to close.
+        """
         self._deadline = math.inf
+        self._close = _closed
         if self._watcher is None:
             self._watcher = trio.CancelScope()
         self._watcher.cancel()
@@ -80,3 +86,7 @@ class KeepAliveTimer:
                 # Else woken at a deadline a later request moved: wait for the current one.
             with trio.CancelScope(shield=True):
                 await self._close()
+
+
+async def _closed() -> None:
+    """The close callback of a closed timer: the connection has ended already."""
