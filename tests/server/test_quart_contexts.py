@@ -195,9 +195,15 @@ async def test_bare_response_wraps_an_iterable_and_defers_to_quart_for_the_rest(
     async def items() -> Any:
         yield b"a"
 
-    ours = bare_response(FieldsResponse, items(), 200, Headers())
+    generator = items()
+    ours = bare_response(FieldsResponse, generator, 200, Headers())
     quarts = FieldsResponse(items(), status=200)
     assert type(ours.response) is type(quarts.response)
+    assert ours.response.iter is generator  # type: ignore[attr-defined]
+    assert ours.timeout is quarts.timeout
+    # Bytes: Quart sets them as data, with their Content-Length.
+    data = bare_response(FieldsResponse, b"abc", 200, Headers())  # type: ignore[arg-type]
+    assert (await data.get_data(), data.headers["Content-Length"]) == (b"abc", "3")
     # A class with a default Content-Type: Quart's __init__ adds it.
     made = bare_response(Response, Response.data_body_class(b""), 200, Headers())
     assert made.headers["Content-Type"] == "text/html; charset=utf-8"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable
 from functools import partial
+from types import AsyncGeneratorType
 from typing import TypeVar
 
 import trio
@@ -33,7 +34,7 @@ from quart.signals import (
 from quart.typing import ResponseTypes
 from quart.wrappers import Request, Response
 from quart.wrappers.request import Body
-from quart.wrappers.response import ResponseBody
+from quart.wrappers.response import IterableBody, ResponseBody
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
@@ -123,11 +124,21 @@ def bare_response(
     ``_werkzeug_hooks.prepared_response``), in four assignments instead of about 10 calls.
     """
     response = prepared_response(cls, status, headers)
-    if response is None or isinstance(body, (str, bytes)):
+    if response is None:
         return cls(body, status=status, headers=headers)
+    # What Quart makes of each: an iterable in its iterable body (for an async generator, the
+    # body IterableBody.__init__ makes, without its ABC check), a body object as it is.
+    if type(body) is AsyncGeneratorType and cls.iterable_body_class is IterableBody:
+        wrapped = IterableBody.__new__(IterableBody)
+        wrapped.iter = body
+        response.response = wrapped
+    elif isinstance(body, ResponseBody):
+        response.response = body
+    elif isinstance(body, (str, bytes)):
+        return cls(body, status=status, headers=headers)
+    else:
+        response.response = cls.iterable_body_class(body)
     response.timeout = Ellipsis  # Quart's "no timeout set": RESPONSE_TIMEOUT applies
-    # What Quart makes of each: a body object as it is, an iterable in its iterable body.
-    response.response = body if isinstance(body, ResponseBody) else cls.iterable_body_class(body)
     return response
 
 

@@ -43,6 +43,7 @@ from hypercorn.typing import (
     HTTPResponseStartEvent,
 )
 from quart.wrappers import Request, Response
+from quart.wrappers.response import IterableBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from trio_range.errors import StreamAborted
@@ -233,6 +234,15 @@ async def send_response(send: ASGISendCallable, response: Response | WerkzeugRes
     if isinstance(response, WerkzeugResponse):
         for data in response.response:
             await _send_body(send, data)
+    elif type(response.response) is IterableBody:
+        # What its async with and async for do (three calls): iterate it, then aclose it.
+        items = response.response.iter
+        try:
+            async for data in items:
+                await _send_body(send, data)
+        finally:
+            if hasattr(items, "aclose"):
+                await items.aclose()
     else:
         async with response.response as body:
             async for data in body:

@@ -25,6 +25,7 @@ from quart.signals import (
     request_tearing_down,
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
+from quart.wrappers import Response
 from quart_trio import QuartTrio
 
 
@@ -61,7 +62,8 @@ class QuietDispatch(QuartTrio):
     ) -> ResponseTypes:
         if request_finished.receivers:
             return await super().finalize_request(result, request_context, from_error_handler)
-        response = await self.make_response(result)
+        # A Quart response is returned as it is by make_response (its four type checks).
+        response = result if isinstance(result, Response) else await self.make_response(result)
         try:
             response = await self.process_response(response, request_context)
         except Exception:
