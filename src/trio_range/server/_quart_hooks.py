@@ -6,6 +6,9 @@ it names (``quart.asgi.ASGIHTTPConnection``, and Quart-Trio's subclass
 ``__call__`` (connection.py says why) and reuses two of its methods, reached only through
 :class:`QuartConnection` below. It does not reuse ``_send_response``, which lowercases every
 header name: connection.py sends responses through Quart's public ``Response`` API.
+Also here, because they set what Quart keeps private (issue 13): Quart's request and app
+contexts pushed as context variable sets (:class:`QuartFastPath`), the complete empty body of
+a request without one, and responses built without ``__init__`` (:func:`bare_response`).
 ``HOOKED`` lists each use with the shape the hook expects; tests/server/test_hooks.py checks
 them, so an upgrade that renames or reshapes one fails there instead of serving wrongly.
 (Quart and Quart-Trio are one project, released together.)
