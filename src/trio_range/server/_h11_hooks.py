@@ -10,9 +10,8 @@ status range check stays), its fields already in h11's parsed form when they hol
 Encoding and at most one plain Content-Length (what ``normalize_and_validate`` would keep
 unchanged); other fields go through ``normalize_and_validate``'s own rules. A field h11 would
 refuse makes :func:`response_event` call h11's plain constructor, which raises its own precise
-error.
-
-:func:`has_field` reads h11's parsed fields directly.
+error. :func:`has_field` reads h11's parsed fields directly. **The server's connection**,
+:class:`ServerConnection`: h11's state machine skipped where its outcome is fixed.
 
 **The upstream client's response readers**, driven without an ``h11.Connection``. The transport
 reads each response head with h11 (h11 stays the HTTP/1.1 parser, issue 14), but an
@@ -28,8 +27,7 @@ skipped, a reader's ``LocalProtocolError`` is the peer's ``RemoteProtocolError``
 
 ``HOOKED`` lists each use with the shape it expects; tests/server/test_h11_hooks.py and
 tests/proxy/test_hooks_proxy.py check them (the latter compares every reader result with an
-``h11.Connection``'s), so an h11 upgrade that renames or reshapes one fails there, not in a
-response or a relay.
+``h11.Connection``'s), so an h11 upgrade that renames or reshapes one fails there.
 """
 
 from __future__ import annotations
@@ -39,8 +37,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import h11
-from h11 import _connection, _readers, _receivebuffer, _state
+from h11 import _connection, _readers, _receivebuffer, _state, _util, _writers
 from h11 import _headers as h11_headers
+from h11._state import CLIENT, DONE, IDLE, SEND_BODY, SEND_RESPONSE, SERVER
 
 from trio_range.server.hooks_check import Hook
 
@@ -75,6 +74,25 @@ HOOKED: tuple[Hook, ...] = (
     Hook(_connection, "_keep_alive", ("event",)),
     Hook(_state, "SEND_BODY", None),
     Hook(h11_headers.Headers, "_full_items", None),
+    # ServerConnection's fast path; h11.Connection's instance attributes it uses (_cstate's
+    # states, keep_alive, pending_switch_proposals, _reader, _writer, _receive_buffer._data,
+    # _receive_buffer_closed, _request_method) are checked in tests/server/test_h11_server.py.
+    Hook(h11.Connection, "_process_event", ("self", "role", "event")),
+    Hook(h11.Connection, "_process_error", ("self", "role")),
+    Hook(h11.Connection, "_respond_to_state_changes", ("self", "old_states", "event")),
+    Hook(h11.Connection, "our_state", None),
+    Hook(h11.Connection, "their_state", None),
+    Hook(h11.Connection, "they_are_waiting_for_100_continue", None),
+    Hook(_state, "CLIENT", None),
+    Hook(_state, "SERVER", None),
+    Hook(_readers, "maybe_read_from_IDLE_client", ("buf",)),
+    Hook(_readers, "expect_nothing", ("buf",)),
+    Hook(_readers.ContentLengthReader, "__init__", ("self", "length")),
+    Hook(_writers, "WRITERS", None),
+    Hook(_writers, "write_any_response", ("response", "write")),
+    Hook(_writers.ContentLengthWriter, "__init__", ("self", "length")),
+    Hook(_writers.ContentLengthWriter, "send_data", ("self", "data", "write")),
+    Hook(_util.LocalProtocolError, "_reraise_as_remote_protocol_error", ("self",)),
 )
 
 # One record per field, "name NUL value LF": neither a name (an RFC 9110 token) nor a value
@@ -213,3 +231,170 @@ def next_body_event(
 def header_items(response: h11.Response) -> list[tuple[bytes, bytes, bytes]]:
     """The head's fields as h11 keeps them: (name as received, lowercased name, value)."""
     return response.headers._full_items
+
+
+_read_request = _readers.maybe_read_from_IDLE_client
+_HEAD_WRITER: Any = _writers.write_any_response  # WRITERS' for a server IDLE or SEND_RESPONSE
+_IDLE_READER: Any = _readers.READERS[(CLIENT, IDLE)]
+_DONE_READER: Any = _readers.READERS[(CLIENT, DONE)]
+_NO_BODY = _readers.ContentLengthReader(0)  # at 0 it keeps no state: one serves every request
+_LengthWriter, _LocalError = _writers.ContentLengthWriter, _util.LocalProtocolError
+# Fields that make h11 frame, switch, wait or reorder (its own methods handle them).
+_SLOW_REQUEST_FIELDS = frozenset([b"upgrade", b"transfer-encoding", b"content-length", b"expect"])
+_SLOW_RESPONSE_FIELDS = frozenset([b"transfer-encoding", b"connection", b"host"])
+_ANSWERING = frozenset([SEND_RESPONSE, SEND_BODY, DONE])
+_BODY_OR_DONE = frozenset([SEND_BODY, DONE])
+
+
+class ServerConnection(h11.Connection):
+    """An ``h11.Connection`` for ``h11.SERVER`` that skips h11's state machine where it can.
+
+    h11's ``Connection`` recomputes states, readers and writers through about 145 Python calls
+    per keep-alive request (issue 13). This subclass keeps h11's parser, writers, events and
+    errors, and leaves ``_cstate``, the reader, the writer and every public attribute exactly
+    as h11 would after each call; it only takes shortcuts where the outcome is fixed: a
+    bodiless HTTP/1.1 keep-alive request (no Upgrade, CONNECT, Expect or Transfer-Encoding), a
+    Content-Length response to it (not HEAD, 204, 304, no ``Connection`` or ``Host`` field), its
+    ``Data`` and ``EndOfMessage``, ``start_next_cycle``. Anything else is h11's own method.
+    ``our_state``, ``their_state`` and ``they_are_waiting_for_100_continue`` are plain
+    attributes, refreshed wherever h11 responds to a state change (three properties a read).
+    tests/server/test_h11_server.py compares it with ``h11.Connection`` step by step.
+    """
+
+    our_state: Any = IDLE  # plain attributes in place of h11's properties
+    their_state: Any = IDLE
+    they_are_waiting_for_100_continue: Any = False
+
+    def _respond_to_state_changes(self, old_states: Any, event: Any = None) -> None:
+        states = self._cstate.states
+        self.our_state, self.their_state = states[SERVER], states[CLIENT]
+        self.they_are_waiting_for_100_continue = self.client_is_waiting_for_100_continue
+        super()._respond_to_state_changes(old_states, event)
+
+    def receive_data(self, data: bytes) -> None:
+        if data and not self._receive_buffer_closed:
+            self._receive_buffer._data += data
+        else:
+            super().receive_data(data)
+
+    def next_event(self) -> Any:
+        cstate = self._cstate
+        states = cstate.states
+        client = states[CLIENT]
+        if client is DONE:  # h11: PAUSED on waiting bytes, else expect_nothing's NEED_DATA
+            if self._receive_buffer._data:
+                return h11.PAUSED
+            if not self._receive_buffer_closed:
+                return h11.NEED_DATA
+        elif client is SEND_BODY:
+            if self._reader is _NO_BODY and states[SERVER] in _ANSWERING and cstate.keep_alive:
+                states[CLIENT] = self.their_state = DONE
+                self.client_is_waiting_for_100_continue = False
+                self.they_are_waiting_for_100_continue = False
+                self._reader = _DONE_READER
+                return h11.EndOfMessage()
+        elif client is IDLE and states[SERVER] is IDLE and cstate.keep_alive:
+            try:
+                event = _read_request(self._receive_buffer)
+                if event is not None and not self._bodiless_keep_alive(event):
+                    self._process_event(CLIENT, event)
+                    return event
+            except BaseException as error:  # as Connection.next_event
+                self._process_error(CLIENT)
+                if isinstance(error, _LocalError):
+                    error._reraise_as_remote_protocol_error()
+                raise
+            if event is None:
+                return super().next_event()  # the reader again: the same None (or 431, EOF)
+            states[CLIENT] = self.their_state = SEND_BODY
+            states[SERVER] = self.our_state = SEND_RESPONSE
+            self._request_method, self.their_http_version = event.method, event.http_version
+            self._writer = _HEAD_WRITER
+            self._reader = _NO_BODY
+            return event
+        return super().next_event()
+
+    @staticmethod
+    def _bodiless_keep_alive(request: h11.Request) -> bool:
+        if request.method == b"CONNECT" or request.http_version != b"1.1":
+            return False
+        connection = False
+        for _, name, value in request.headers._full_items:
+            if name in _SLOW_REQUEST_FIELDS:
+                if name != b"content-length" or value != b"0":
+                    return False
+            elif name == b"connection":
+                connection = True
+        return not connection or _keep_alive(request)
+
+    def send_with_data_passthrough(self, event: Any) -> list[bytes] | None:
+        kind = type(event)
+        cstate = self._cstate
+        states = cstate.states
+        server = states[SERVER]
+        if kind is h11.Data and server is SEND_BODY:
+            writer = self._writer
+            if type(writer) is _LengthWriter:  # ContentLengthWriter.send_data
+                data = event.data
+                remaining = writer._length - len(data)
+                if remaining >= 0:
+                    writer._length = remaining
+                    return [data]
+        elif kind is h11.EndOfMessage and server is SEND_BODY:
+            writer = self._writer
+            if (
+                type(writer) is _LengthWriter
+                and writer._length == 0
+                and not event.headers._full_items
+                and cstate.keep_alive
+                and states[CLIENT] in _BODY_OR_DONE
+            ):
+                states[SERVER] = self.our_state = DONE
+                self._writer = None
+                return []
+        elif kind is h11.Response and server is SEND_RESPONSE:
+            head = self._head(event)
+            if head is not None:
+                states[SERVER] = self.our_state = SEND_BODY
+                self.client_is_waiting_for_100_continue = False
+                self.they_are_waiting_for_100_continue = False
+                return head
+        return super().send_with_data_passthrough(event)
+
+    def _head(self, response: h11.Response) -> list[bytes] | None:
+        """What h11 writes for ``response`` and its Content-Length writer, if framed by it."""
+        cstate = self._cstate
+        status, reason = response.status_code, response.reason
+        if (
+            not cstate.keep_alive
+            or cstate.pending_switch_proposals
+            or self._request_method in (b"HEAD", b"CONNECT")
+            or type(status) is not int
+            or status in (204, 304)
+            or response.http_version != b"1.1"
+            or type(reason) is not bytes
+        ):
+            return None
+        items = response.headers._full_items
+        length = None
+        for _, name, value in items:
+            if name == b"content-length":
+                length = value
+            elif name in _SLOW_RESPONSE_FIELDS:
+                return None
+        if length is None:
+            return None
+        self._writer = _LengthWriter(int(length))
+        lines = b"".join([b"%s: %s\r\n" % (raw, value) for raw, _, value in items])
+        return [b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, lines)]
+
+    def start_next_cycle(self) -> None:
+        states = self._cstate.states
+        done = states[CLIENT] is DONE and states[SERVER] is DONE
+        if done and not self.client_is_waiting_for_100_continue:
+            self._cstate.states = {CLIENT: IDLE, SERVER: IDLE}
+            self.our_state = self.their_state = IDLE
+            self._request_method = None
+            self._writer, self._reader = _HEAD_WRITER, _IDLE_READER
+            return
+        super().start_next_cycle()

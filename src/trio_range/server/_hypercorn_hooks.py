@@ -33,7 +33,6 @@ from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveEvent,
     ASGISendEvent,
-    ConnectionState,
     LifespanState,
     Scope,
 )
@@ -42,7 +41,7 @@ from hypercorn.utils import build_and_validate_headers, wrap_app
 from trio_range.http.conditional import format_http_date
 from trio_range.http.reasons import CANONICAL_NAMES
 from trio_range.http.reasons import REASON_PHRASES as _REASONS
-from trio_range.server._h11_hooks import has_field, response_event
+from trio_range.server._h11_hooks import ServerConnection, has_field, response_event
 from trio_range.server.app_queue import AppQueue
 from trio_range.server.each_second import EachSecond
 from trio_range.server.file_region import KernelRegion
@@ -100,11 +99,6 @@ _KeepAliveTimer = KeepAliveTimer
 def wrap_asgi(app: ASGIFramework, config: HypercornConfig) -> AppWrapper:
     """The app as Hypercorn's protocol layer calls it (``hypercorn/utils.py`` ``wrap_app``)."""
     return wrap_app(app, config.wsgi_max_body_size, "asgi")
-
-
-def new_connection_state(lifespan_state: LifespanState) -> ConnectionState:
-    """Each connection's copy of the lifespan state, as ``hypercorn.trio.run`` makes it."""
-    return ConnectionState(lifespan_state.copy())
 
 
 async def close_idle_connections(context: WorkerContext) -> None:
@@ -252,11 +246,13 @@ class _HTTPStream(HTTPStream):
 
 
 def _install_request_path(protocol: H11Protocol) -> None:
-    """``H11Protocol._check_protocol`` and ``_create_stream`` over h11's parsed names.
+    """``H11Protocol._check_protocol`` and ``_create_stream`` over h11's parsed names, and its
+    unused ``h11.Connection`` replaced by a :class:`ServerConnection` (h11's fast path).
 
     Hypercorn decodes, strips, lowercases every request's field names for an h2c ``Upgrade``,
     again for a WebSocket one, then copies the fields. One with no ``upgrade`` field (h11's
     names are lowercased) that is not the HTTP/2 preface needs neither; others go to Hypercorn."""
+    protocol.connection = ServerConnection(h11.SERVER, protocol.config.h11_max_incomplete_size)
     hypercorn_check, hypercorn_create = protocol._check_protocol, protocol._create_stream
 
     async def check_protocol(event: h11.Request) -> None:

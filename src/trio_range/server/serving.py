@@ -14,7 +14,7 @@ from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.typing import LifespanState
+from hypercorn.typing import ConnectionState, LifespanState
 
 from trio_range.config import ProxyConfig, ServerConfig, trusted_networks
 from trio_range.http.forwarding import via_value
@@ -23,7 +23,6 @@ from trio_range.server._hypercorn_hooks import (
     Lifespan,
     WorkerContext,
     close_idle_connections,
-    new_connection_state,
     wrap_asgi,
 )
 from trio_range.server.accepting import serve_listener
@@ -125,7 +124,7 @@ async def serve_app(
     )
 
     async def serve_connection(stream: trio.SocketStream) -> None:
-        state = new_connection_state(lifespan_state)
+        state = ConnectionState(lifespan_state.copy())  # as hypercorn.trio.run makes it
         server = ConnectionServer(asgi, hc, context, state, stream, error_headers=error_headers)
         # The app finds the connection's sendfile writer in its scope's state.
         state[SEND_FILE_KEY] = server.send_file
