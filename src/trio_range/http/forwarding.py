@@ -22,6 +22,7 @@ __all__ = [
     "forwarded_client",
     "is_trusted",
     "request_headers_for_upstream",
+    "response_headers_and_type",
     "response_headers_for_client",
     "rewrite_upstream_location",
     "strip_hop_by_hop",
@@ -183,23 +184,29 @@ def request_headers_for_upstream(
     """
     lowered, dropped = _lowered(client_headers)
     # The Host this proxy received, even if the client also listed it in Connection.
-    client_host = next((value for lower, _, value in lowered if lower == "host"), None)
+    client_host: str | None = None
     out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
+    # Members are kept only when not empty: X-Forwarded-For and Via then join into lists
+    # with no empty member.
     forwarded_for: list[str] = []
     earlier_via: list[str] = []
     for lower, name, value in lowered:
-        if lower in dropped:
-            continue
-        if lower in _REPLACED_UPSTREAM:
-            if lower == "x-forwarded-for":
-                forwarded_for.append(_list_member(value))
+        if lower in _REPLACED_UPSTREAM or lower in dropped:
+            if lower == "host":
+                if client_host is None:
+                    client_host = value
+            elif lower == "x-forwarded-for" and lower not in dropped:
+                member = _list_member(value)
+                if member:
+                    forwarded_for.append(member)
         elif lower == "via":
-            earlier_via.append(_list_member(value))
+            member = _list_member(value)
+            if member:
+                earlier_via.append(member)
         else:
             out.append((name, value))
     # X-Forwarded-For lists each hop's client, nearest last. An unknown client address (ASGI's
     # scope["client"] may be None) adds no empty member.
-    forwarded_for = [member for member in forwarded_for if member]
     if client_ip:
         forwarded_for.append(client_ip)
     if forwarded_for:
@@ -211,12 +218,13 @@ def request_headers_for_upstream(
 
 
 def _with_via(headers: Headers, earlier: list[str], member: str) -> Headers:
-    """``headers`` (no Via among them) with one Via last: the ``earlier`` members, then ours.
+    """``headers`` (no Via among them) with one Via last: the ``earlier`` members (none
+    empty), then ours.
 
     §7.6.3: "each intermediary appends its own information about how the message was
     received", so earlier members stay first, combined into one field.
     """
-    headers.append(("Via", ", ".join([*(value for value in earlier if value), member])))
+    headers.append(("Via", ", ".join([*earlier, member]) if earlier else member))
     return headers
 
 
@@ -282,6 +290,28 @@ def response_headers_for_client(
     §6.6.1, a recipient with a clock "MUST record the time it was received and append a
     corresponding Date header field" to a message it forwards.
     """
+    return response_headers_and_type(
+        upstream_headers,
+        via_name=via_name,
+        upstream_http_version=upstream_http_version,
+        upstream_base=upstream_base,
+        received_at=received_at,
+    )[0]
+
+
+def response_headers_and_type(
+    upstream_headers: Iterable[tuple[str, str]],
+    *,
+    via_name: str,
+    upstream_http_version: str = "1.1",
+    upstream_base: str | None = None,
+    received_at: int | None = None,
+) -> tuple[Headers, str]:
+    """:func:`response_headers_for_client`, and the Content-Type relayed ("" for none).
+
+    The relay needs the type of a 206 (one range or several); found in the same pass over
+    the fields, it costs no second search (issue 14).
+    """
     lowered, dropped = _lowered(upstream_headers)
     dropped.add(ACCEL_LIMIT_RATE)
     for lower, _, _ in lowered:
@@ -294,21 +324,27 @@ def response_headers_for_client(
     headers: Headers = []
     earlier_via: list[str] = []
     dated = False
+    content_type = None
     for lower, name, value in lowered:
         if lower in dropped:
             continue
         if lower == "via":
-            earlier_via.append(_list_member(value))
-        elif lower == "date":
+            member = _list_member(value)
+            if member:
+                earlier_via.append(member)
+            continue
+        if lower == "date":
             dated = True
-            headers.append((name, value))
+        elif lower == "content-type":
+            if content_type is None:
+                content_type = value
         elif upstream_base is not None and lower in _LOCATION_FIELDS:
-            headers.append((name, rewrite_upstream_location(value, upstream_base)))
-        else:
-            headers.append((name, value))
+            value = rewrite_upstream_location(value, upstream_base)
+        headers.append((name, value))
     if received_at is not None and not dated:
         headers.append(("Date", format_http_date(received_at)))
-    return _with_via(headers, earlier_via, via_value(via_name, upstream_http_version))
+    via = via_value(via_name, upstream_http_version)
+    return _with_via(headers, earlier_via, via), content_type or ""
 
 
 def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
