@@ -135,7 +135,7 @@ def fields_text(
         pairs = list(zip(texts[::2], texts[1::2], strict=True))
     if invalid is None:
         return pairs
-    valid = []
+    valid: list[tuple[str, str]] = []
     for pair in pairs:
         (invalid if _CTL.search(pair[0]) or _CTL.search(pair[1]) else valid).append(pair)
     return valid
