@@ -67,28 +67,34 @@ class ProxySite:
     stats: StatsStore
     upstream_host: str  # the Host sent upstream, parsed once from the configured URL
     cache: SliceCache | None = None  # issue 15: the slice cache, when cache_dir is set
-    # How a cache hit is paced: the configured rate (a hit has no upstream fields to trust),
-    # the same for every hit, so made once.
-    hit_pacing: Pacing | None = None
+    # How a body is paced at the configured rate: every cache hit (a hit has no upstream
+    # fields to trust), and every relay unless the upstream's rate is trusted. The same each
+    # time, so made once.
+    configured_pacing: Pacing | None = None
 
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
         upstream, host = Upstream(config), urlsplit(config.upstream).netloc
+        pacing = response_pacing(config, [], "")
         if not config.cache_dir:
-            return cls(config, upstream, stats, host)
+            return cls(config, upstream, stats, host, None, pacing)
         from trio_range.proxy.cache.cache import SliceCache
 
         cache = SliceCache(config, upstream, stats, host)
-        return cls(config, upstream, stats, host, cache, response_pacing(config, [], ""))
+        return cls(config, upstream, stats, host, cache, pacing)
 
 
-async def relay(site: ProxySite) -> Response:
-    """Relay the current request upstream and stream the answer back."""
+async def relay(site: ProxySite, path: str = "") -> Response:
+    """Relay the current request upstream and stream the answer back.
+
+    The app's view (bound to ``site``); ``path`` is the route's, unused: the target sent
+    upstream is the request's raw one.
+    """
     if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
         from trio_range.proxy.cache.serve import serve_cached
 
         try:
-            cached = await serve_cached(site.cache, _CACHE_LIMITS, site.hit_pacing)
+            cached = await serve_cached(site.cache, _CACHE_LIMITS, site.configured_pacing)
         except UpstreamError as error:
             log.warning("%s %s: %s", request.method, request.path, error)
             return upstream_failure(error)
@@ -150,7 +156,11 @@ async def relay(site: ProxySite) -> Response:
             # kernel regions (the upstream side is the transport's to check).
             splice=site.config.splice and scope["scheme"] == "http" and can_send_file(scope),
         )
-        pacing = response_pacing(site.config, upstream_fields, target)
+        pacing = (
+            response_pacing(site.config, upstream_fields, target)
+            if site.config.trust_upstream_rate
+            else site.configured_pacing
+        )
         if pacing is not None:
             body = paced(body, pacing, exchange)
     client_fields, content_type = response_headers_and_type(
