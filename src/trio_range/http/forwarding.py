@@ -125,11 +125,13 @@ def _combined(headers: Iterable[tuple[str, str]], lower_name: str) -> list[str]:
     return [value for value in values if value]
 
 
-def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, str]], set[str]]:
-    """Each field with its name lower-cased once, and the names its Connection fields list.
+def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[str], Headers, set[str]]:
+    """Each field's name lower-cased once (in order), the fields, and the names to drop: the
+    hop-by-hop ones and those the Connection fields list.
 
     The relay's two directions read every name several times (hop-by-hop, Via, the fields
-    they replace); lowering each once keeps them one pass over the list per message.
+    they replace); lowering each once keeps them one pass over the list per message. The
+    callers walk ``zip(lowers, fields)``: no third list of triples.
     """
     fields = list(headers)
     # Every name lowered in one call (not one a field); a NUL in a name (no valid field has
@@ -137,12 +139,12 @@ def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, s
     lowers = "\x00".join([name for name, _ in fields]).lower().split("\x00")
     if len(lowers) != len(fields):
         lowers = [name.lower() for name, _ in fields]
-    lowered = [(lower, name, value) for lower, (name, value) in zip(lowers, fields, strict=True)]
     dropped = set(HOP_BY_HOP)
-    for lower, _, value in lowered:
-        if lower == "connection":
-            dropped.update(member.lower() for member in split_list(value))
-    return lowered, dropped
+    if "connection" in lowers:
+        for lower, (_, value) in zip(lowers, fields, strict=True):
+            if lower == "connection":
+                dropped.update(member.lower() for member in split_list(value))
+    return lowers, fields, dropped
 
 
 def _list_member(value: str) -> str:
@@ -182,7 +184,7 @@ def request_headers_for_upstream(
     Range, If-Range and the conditional fields pass untouched: the upstream decides what to
     send, and the relay carries its answer back unchanged (a 200 stays a 200).
     """
-    lowered, dropped = _lowered(client_headers)
+    lowers, fields, dropped = _lowered(client_headers)
     # The Host this proxy received, even if the client also listed it in Connection.
     client_host: str | None = None
     out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
@@ -190,7 +192,7 @@ def request_headers_for_upstream(
     # with no empty member.
     forwarded_for: list[str] = []
     earlier_via: list[str] = []
-    for lower, name, value in lowered:
+    for lower, (name, value) in zip(lowers, fields, strict=True):
         if lower in _REPLACED_UPSTREAM or lower in dropped:
             if lower == "host":
                 if client_host is None:
@@ -312,20 +314,18 @@ def response_headers_and_type(
     The relay needs the type of a 206 (one range or several); found in the same pass over
     the fields, it costs no second search (issue 14).
     """
-    lowered, dropped = _lowered(upstream_headers)
+    lowers, fields, dropped = _lowered(upstream_headers)
     dropped.add(ACCEL_LIMIT_RATE)
-    for lower, _, _ in lowered:
-        if lower == "transfer-encoding":
-            # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
-            # Transfer-Encoding overrides the Content-Length", and "an intermediary that
-            # chooses to forward the message MUST first remove the received Content-Length".
-            dropped.add("content-length")
-            break
+    if "transfer-encoding" in lowers:
+        # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
+        # Transfer-Encoding overrides the Content-Length", and "an intermediary that
+        # chooses to forward the message MUST first remove the received Content-Length".
+        dropped.add("content-length")
     headers: Headers = []
     earlier_via: list[str] = []
     dated = False
     content_type = None
-    for lower, name, value in lowered:
+    for lower, (name, value) in zip(lowers, fields, strict=True):
         if lower in dropped:
             continue
         if lower == "via":
