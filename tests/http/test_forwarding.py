@@ -13,6 +13,7 @@ from trio_range.http.forwarding import (
     forwarded_client,
     is_trusted,
     request_headers_for_upstream,
+    response_headers_and_type,
     response_headers_for_client,
     strip_hop_by_hop,
     upstream_limit_rate,
@@ -572,3 +573,25 @@ def test_names_are_lowered_one_by_one_when_a_name_holds_a_nul() -> None:
         via_name="p",
     )
     assert out == [("X-A\x00B", "1"), ("ETag", '"e"'), ("Via", "1.1 p")]
+
+
+@pytest.mark.parametrize(
+    ("fields", "content_type"),
+    [
+        ([], ""),
+        ([("Content-Length", "3")], ""),
+        (
+            [("content-TYPE", "multipart/byteranges; boundary=b")],
+            "multipart/byteranges; boundary=b",
+        ),
+        ([("Content-Type", "a/b"), ("Content-Type", "c/d")], "a/b"),
+        # A type the upstream's Connection names is not relayed, so not the answer's type.
+        ([("Connection", "content-type"), ("Content-Type", "a/b")], ""),
+    ],
+)
+def test_response_headers_and_type_gives_the_relayed_content_type(
+    fields: list[tuple[str, str]], content_type: str
+) -> None:
+    headers, found = response_headers_and_type(fields, via_name="p", received_at=0)
+    assert found == content_type
+    assert headers == response_headers_for_client(fields, via_name="p", received_at=0)

@@ -144,3 +144,40 @@ def test_fields_triples_lowercase_only_names() -> None:
         (b"X-Case", b"x-case", b"VaLuE"),
         (b"a\x00B", b"a\x00b", b"\x00"),
     ]
+
+
+_CTLS = {chr(c) for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]}
+
+
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=8), st.binary(max_size=12)), max_size=8))
+def test_fields_text_sets_apart_every_field_with_a_control_character(
+    fields: list[tuple[bytes, bytes]],
+) -> None:
+    # RFC 9110 §5.5: any CTL but HTAB makes a field invalid (NUL, CR and LF included).
+    invalid: list[tuple[str, str]] = []
+    valid = fields_text(fields, invalid)
+    everything = fields_text(fields)
+    assert valid == [f for f in everything if not _CTLS.intersection(f[0] + f[1])]
+    assert invalid == [f for f in everything if _CTLS.intersection(f[0] + f[1])]
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        (b"a\tb", True),
+        (b"caf\xe9\xff", True),
+        (b"a\x01b", False),
+        (b"\x7f", False),
+        (b"a\x1fb", False),
+        (b"a\x0bb", False),
+        (b"a\x00b", False),
+    ],
+)
+def test_fields_text_keeps_tab_and_obs_text_but_no_other_control(value: bytes, kept: bool) -> None:
+    invalid: list[tuple[str, str]] = []
+    fields = [(b"A", b"1"), (b"X", value), (b"B", b"2")]
+    valid = fields_text(fields, invalid)
+    field = ("X", value.decode("latin-1"))
+    assert (valid, invalid) == (
+        ([("A", "1"), field, ("B", "2")], []) if kept else ([("A", "1"), ("B", "2")], [field])
+    )

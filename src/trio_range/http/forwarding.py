@@ -22,6 +22,7 @@ __all__ = [
     "forwarded_client",
     "is_trusted",
     "request_headers_for_upstream",
+    "response_headers_and_type",
     "response_headers_for_client",
     "rewrite_upstream_location",
     "strip_hop_by_hop",
@@ -124,11 +125,13 @@ def _combined(headers: Iterable[tuple[str, str]], lower_name: str) -> list[str]:
     return [value for value in values if value]
 
 
-def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, str]], set[str]]:
-    """Each field with its name lower-cased once, and the names its Connection fields list.
+def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[str], Headers, set[str]]:
+    """Each field's name lower-cased once (in order), the fields, and the names to drop: the
+    hop-by-hop ones and those the Connection fields list.
 
     The relay's two directions read every name several times (hop-by-hop, Via, the fields
-    they replace); lowering each once keeps them one pass over the list per message.
+    they replace); lowering each once keeps them one pass over the list per message. The
+    callers walk ``zip(lowers, fields)``: no third list of triples.
     """
     fields = list(headers)
     # Every name lowered in one call (not one a field); a NUL in a name (no valid field has
@@ -136,12 +139,12 @@ def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str, s
     lowers = "\x00".join([name for name, _ in fields]).lower().split("\x00")
     if len(lowers) != len(fields):
         lowers = [name.lower() for name, _ in fields]
-    lowered = [(lower, name, value) for lower, (name, value) in zip(lowers, fields, strict=True)]
     dropped = set(HOP_BY_HOP)
-    for lower, _, value in lowered:
-        if lower == "connection":
-            dropped.update(member.lower() for member in split_list(value))
-    return lowered, dropped
+    if "connection" in lowers:
+        for lower, (_, value) in zip(lowers, fields, strict=True):
+            if lower == "connection":
+                dropped.update(member.lower() for member in split_list(value))
+    return lowers, fields, dropped
 
 
 def _list_member(value: str) -> str:
@@ -181,25 +184,31 @@ def request_headers_for_upstream(
     Range, If-Range and the conditional fields pass untouched: the upstream decides what to
     send, and the relay carries its answer back unchanged (a 200 stays a 200).
     """
-    lowered, dropped = _lowered(client_headers)
+    lowers, fields, dropped = _lowered(client_headers)
     # The Host this proxy received, even if the client also listed it in Connection.
-    client_host = next((value for lower, _, value in lowered if lower == "host"), None)
+    client_host: str | None = None
     out: Headers = [("Host", upstream_host), ("Accept-Encoding", "identity")]
+    # Members are kept only when not empty: X-Forwarded-For and Via then join into lists
+    # with no empty member.
     forwarded_for: list[str] = []
     earlier_via: list[str] = []
-    for lower, name, value in lowered:
-        if lower in dropped:
-            continue
-        if lower in _REPLACED_UPSTREAM:
-            if lower == "x-forwarded-for":
-                forwarded_for.append(_list_member(value))
+    for lower, (name, value) in zip(lowers, fields, strict=True):
+        if lower in _REPLACED_UPSTREAM or lower in dropped:
+            if lower == "host":
+                if client_host is None:
+                    client_host = value
+            elif lower == "x-forwarded-for" and lower not in dropped:
+                member = _list_member(value)
+                if member:
+                    forwarded_for.append(member)
         elif lower == "via":
-            earlier_via.append(_list_member(value))
+            member = _list_member(value)
+            if member:
+                earlier_via.append(member)
         else:
             out.append((name, value))
     # X-Forwarded-For lists each hop's client, nearest last. An unknown client address (ASGI's
     # scope["client"] may be None) adds no empty member.
-    forwarded_for = [member for member in forwarded_for if member]
     if client_ip:
         forwarded_for.append(client_ip)
     if forwarded_for:
@@ -211,12 +220,13 @@ def request_headers_for_upstream(
 
 
 def _with_via(headers: Headers, earlier: list[str], member: str) -> Headers:
-    """``headers`` (no Via among them) with one Via last: the ``earlier`` members, then ours.
+    """``headers`` (no Via among them) with one Via last: the ``earlier`` members (none
+    empty), then ours.
 
     §7.6.3: "each intermediary appends its own information about how the message was
     received", so earlier members stay first, combined into one field.
     """
-    headers.append(("Via", ", ".join([*(value for value in earlier if value), member])))
+    headers.append(("Via", ", ".join([*earlier, member]) if earlier else member))
     return headers
 
 
@@ -282,33 +292,59 @@ def response_headers_for_client(
     §6.6.1, a recipient with a clock "MUST record the time it was received and append a
     corresponding Date header field" to a message it forwards.
     """
-    lowered, dropped = _lowered(upstream_headers)
+    return response_headers_and_type(
+        upstream_headers,
+        via_name=via_name,
+        upstream_http_version=upstream_http_version,
+        upstream_base=upstream_base,
+        received_at=received_at,
+    )[0]
+
+
+def response_headers_and_type(
+    upstream_headers: Iterable[tuple[str, str]],
+    *,
+    via_name: str,
+    upstream_http_version: str = "1.1",
+    upstream_base: str | None = None,
+    received_at: int | None = None,
+) -> tuple[Headers, str]:
+    """:func:`response_headers_for_client`, and the Content-Type relayed ("" for none).
+
+    The relay needs the type of a 206 (one range or several); found in the same pass over
+    the fields, it costs no second search (issue 14).
+    """
+    lowers, fields, dropped = _lowered(upstream_headers)
     dropped.add(ACCEL_LIMIT_RATE)
-    for lower, _, _ in lowered:
-        if lower == "transfer-encoding":
-            # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
-            # Transfer-Encoding overrides the Content-Length", and "an intermediary that
-            # chooses to forward the message MUST first remove the received Content-Length".
-            dropped.add("content-length")
-            break
+    if "transfer-encoding" in lowers:
+        # RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, "the
+        # Transfer-Encoding overrides the Content-Length", and "an intermediary that
+        # chooses to forward the message MUST first remove the received Content-Length".
+        dropped.add("content-length")
     headers: Headers = []
     earlier_via: list[str] = []
     dated = False
-    for lower, name, value in lowered:
+    content_type = None
+    for lower, (name, value) in zip(lowers, fields, strict=True):
         if lower in dropped:
             continue
         if lower == "via":
-            earlier_via.append(_list_member(value))
-        elif lower == "date":
+            member = _list_member(value)
+            if member:
+                earlier_via.append(member)
+            continue
+        if lower == "date":
             dated = True
-            headers.append((name, value))
+        elif lower == "content-type":
+            if content_type is None:
+                content_type = value
         elif upstream_base is not None and lower in _LOCATION_FIELDS:
-            headers.append((name, rewrite_upstream_location(value, upstream_base)))
-        else:
-            headers.append((name, value))
+            value = rewrite_upstream_location(value, upstream_base)
+        headers.append((name, value))
     if received_at is not None and not dated:
         headers.append(("Date", format_http_date(received_at)))
-    return _with_via(headers, earlier_via, via_value(via_name, upstream_http_version))
+    via = via_value(via_name, upstream_http_version)
+    return _with_via(headers, earlier_via, via), content_type or ""
 
 
 def is_trusted(address: str, trusted: Sequence[Network]) -> bool:

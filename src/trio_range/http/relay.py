@@ -5,6 +5,7 @@ Pure: the proxy's I/O (proxy/relay.py) asks these and carries the answers out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
@@ -100,16 +101,44 @@ def relayed_range_outcome(asked: bool, status: int, content_type: str) -> str:
 _NUL = b"\x00"
 
 
-def fields_text(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """``fields`` decoded as latin-1 (every byte value kept, so encoding back restores them)."""
+# RFC 9110 §5.5: a field value holding a control character other than HTAB is invalid (CR, LF
+# and NUL "dangerous", the others invalid too). h11 refuses CR, LF and NUL in an upstream's
+# fields already; the rest it accepts, and nginx relays them as they came. A proxy that relays
+# them hands its clients a message a strict parser rejects (docs/design.md, "Upstream fields
+# with control characters"), so :func:`fields_text` can set such fields apart.
+_CTL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# The same but NUL, for the joined text, whose parts NUL separates (a part with a NUL makes the
+# part count differ, and then every field is searched with _CTL).
+_CTL_BUT_NUL = re.compile("[\x01-\x08\x0a-\x1f\x7f]")
+
+
+def fields_text(
+    fields: Iterable[tuple[bytes, bytes]], invalid: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """``fields`` decoded as latin-1 (every byte value kept, so encoding back restores them).
+
+    With ``invalid`` (a list), a field whose name or value holds a control character (any but
+    HTAB) is not returned but appended to ``invalid``: one regular-expression search of the
+    joined text when none does.
+    """
     flat = [part for field in fields for part in field]
-    texts = _NUL.join(flat).decode("latin-1").split("\x00")
+    text = _NUL.join(flat).decode("latin-1")
+    texts = text.split("\x00")
     if len(texts) != len(flat):
-        return [
+        pairs = [
             (flat[i].decode("latin-1"), flat[i + 1].decode("latin-1"))
             for i in range(0, len(flat), 2)
         ]
-    return list(zip(texts[::2], texts[1::2], strict=True))
+    elif invalid is None or _CTL_BUT_NUL.search(text) is None:
+        return list(zip(texts[::2], texts[1::2], strict=True))
+    else:
+        pairs = list(zip(texts[::2], texts[1::2], strict=True))
+    if invalid is None:
+        return pairs
+    valid: list[tuple[str, str]] = []
+    for pair in pairs:
+        (invalid if _CTL.search(pair[0]) or _CTL.search(pair[1]) else valid).append(pair)
+    return valid
 
 
 def fields_triples(fields: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes, bytes]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator
+from types import MethodType
 
 from quart import Response
 
@@ -61,12 +62,12 @@ def create_app(config: ProxyConfig | None = None) -> RangeApp:
             response.headers["Date"] = format_http_date(int(time.time()))
         return response
 
-    @app.route("/", methods=ALLOWED_METHODS, provide_automatic_options=False)
-    async def relay_root() -> Response:
-        return await relay(site)
-
-    @app.route("/<path:path>", methods=ALLOWED_METHODS, provide_automatic_options=False)
-    async def relay_path(path: str) -> Response:
-        return await relay(site)
+    # The view is relay itself, bound to the site: no wrapper coroutine per request (issue 14).
+    # A bound coroutine function is what Quart awaits without wrapping it (ensure_async).
+    view = MethodType(relay, site)
+    for rule in ("/", "/<path:path>"):
+        app.add_url_rule(
+            rule, "relay", view, methods=ALLOWED_METHODS, provide_automatic_options=False
+        )
 
     return app

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from trio_range.config import ProxyConfig
 from trio_range.errors import UpstreamError
 from trio_range.http.forwarding import (
     request_headers_for_upstream,
-    response_headers_for_client,
+    response_headers_and_type,
     upstream_limit_rate,
 )
 from trio_range.http.ranges import RangeLimits
@@ -40,6 +41,7 @@ from trio_range.http.relay import (
 from trio_range.http.token_bucket import Pacing, pacing_for
 from trio_range.proxy.answers import CompleteAnswer
 from trio_range.proxy.upstream import Upstream, relay_body, response_closer
+from trio_range.proxy.upstream_fields import InvalidUpstreamField, upstream_fields_text
 from trio_range.server._werkzeug_hooks import headers_of
 from trio_range.server.common import plain
 from trio_range.server.exchange import current_exchange
@@ -65,28 +67,34 @@ class ProxySite:
     stats: StatsStore
     upstream_host: str  # the Host sent upstream, parsed once from the configured URL
     cache: SliceCache | None = None  # issue 15: the slice cache, when cache_dir is set
-    # How a cache hit is paced: the configured rate (a hit has no upstream fields to trust),
-    # the same for every hit, so made once.
-    hit_pacing: Pacing | None = None
+    # How a body is paced at the configured rate: every cache hit (a hit has no upstream
+    # fields to trust), and every relay unless the upstream's rate is trusted. The same each
+    # time, so made once.
+    configured_pacing: Pacing | None = None
 
     @classmethod
     def create(cls, config: ProxyConfig, stats: StatsStore) -> ProxySite:
         upstream, host = Upstream(config), urlsplit(config.upstream).netloc
+        pacing = response_pacing(config, [], "")
         if not config.cache_dir:
-            return cls(config, upstream, stats, host)
+            return cls(config, upstream, stats, host, None, pacing)
         from trio_range.proxy.cache.cache import SliceCache
 
         cache = SliceCache(config, upstream, stats, host)
-        return cls(config, upstream, stats, host, cache, response_pacing(config, [], ""))
+        return cls(config, upstream, stats, host, cache, pacing)
 
 
-async def relay(site: ProxySite) -> Response:
-    """Relay the current request upstream and stream the answer back."""
+async def relay(site: ProxySite, path: str = "") -> Response:
+    """Relay the current request upstream and stream the answer back.
+
+    The app's view (bound to ``site``); ``path`` is the route's, unused: the target sent
+    upstream is the request's raw one.
+    """
     if site.cache is not None:  # issue 15: the cache answers what it can (proxy/cache/)
         from trio_range.proxy.cache.serve import serve_cached
 
         try:
-            cached = await serve_cached(site.cache, _CACHE_LIMITS, site.hit_pacing)
+            cached = await serve_cached(site.cache, _CACHE_LIMITS, site.configured_pacing)
         except UpstreamError as error:
             log.warning("%s %s: %s", request.method, request.path, error)
             return upstream_failure(error)
@@ -132,9 +140,14 @@ async def relay(site: ProxySite) -> Response:
     # The upstream's fields as it sent them: httpx's raw names keep their case (multi_items()
     # would lowercase them) and latin-1 gives back every byte (connection.send_response
     # encodes them the same way). Clients that read names literally (GDAL) then see what they
-    # would see from the upstream itself.
-    upstream_fields = fields_text(response.headers.raw)
-    body: Any = None
+    # would see from the upstream itself. A field with a control character is dropped, or
+    # fails the relay when the body needs it (upstream_fields.py).
+    try:
+        upstream_fields = upstream_fields_text(response.headers.raw, status, target)
+    except InvalidUpstreamField as error:
+        log.warning("%s %s: %s", method, target, error)
+        return upstream_failure(error)
+    body: AsyncIterator[Any] | None = None
     if method != "HEAD":
         body = relay_body(
             response,
@@ -143,13 +156,17 @@ async def relay(site: ProxySite) -> Response:
             # kernel regions (the upstream side is the transport's to check).
             splice=site.config.splice and scope["scheme"] == "http" and can_send_file(scope),
         )
-        pacing = response_pacing(site.config, upstream_fields, target)
+        pacing = (
+            response_pacing(site.config, upstream_fields, target)
+            if site.config.trust_upstream_rate
+            else site.configured_pacing
+        )
         if pacing is not None:
             body = paced(body, pacing, exchange)
-    client_fields = response_headers_for_client(
+    client_fields, content_type = response_headers_and_type(
         upstream_fields,
         via_name=site.config.via_name,
-        upstream_http_version=response.http_version.removeprefix("HTTP/"),
+        upstream_http_version=response.http_version,
         upstream_base=site.upstream.base_url,
         # Hypercorn's Date is off for the proxy (serving.hypercorn_config): a relayed response
         # keeps the upstream's Date, or gets one here.
@@ -160,20 +177,10 @@ async def relay(site: ProxySite) -> Response:
     asked = replacement is not None or (
         exchange.range_header is not None and "range" in [name for name, _ in headers]
     )
-    content_type = ""
-    if status == 206:  # only a 206's type tells a single range from several
-        content_type = next(
-            (value for name, value in upstream_fields if name.lower() == "content-type"), ""
-        )
     exchange.range_outcome = relayed_range_outcome(asked, status, content_type)
-    relayed = CompleteAnswer(
-        CompleteAnswer.data_body_class(b"") if body is None else body, status=status
-    )
-    # Set after: given to the constructor, they would be searched for a Content-Type. Checked
-    # in one loop (headers_of), as Werkzeug's per-field add checks them: h11 refused any
-    # upstream field with a CR, LF or NUL already, and the fields added here are the proxy's.
-    relayed.headers = headers_of(client_fields)
-    return relayed
+    # Checked in one loop (headers_of), as Werkzeug's per-field add checks them: the upstream's
+    # fields with a control character are gone already, and the fields added here are ours.
+    return CompleteAnswer.relayed(status, headers_of(client_fields), body)
 
 
 def response_pacing(

@@ -39,6 +39,7 @@ from trio_range.proxy.cache.fills import Fill, FillCancelled, Waiter
 from trio_range.proxy.cache.open_files import IDLE_S
 from trio_range.proxy.cache.store import ObjectRecord, SliceStore
 from trio_range.proxy.upstream import Upstream, relay_body
+from trio_range.proxy.upstream_fields import upstream_fields_text
 from trio_range.server.each_second import EachSecond
 from trio_range.stats.store import StatsStore
 
@@ -257,7 +258,8 @@ class SliceCache:
                 stats.record_upstream_error("status_5xx")
             answer = read_slice_answer(
                 response.status_code,
-                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.headers.raw],
+                # Without the fields a strict client would refuse (upstream_fields.py).
+                upstream_fields_text(response.headers.raw, response.status_code, fill.key),
                 start=fill.index * self.slice_size,
                 slice_size=self.slice_size,
                 default_ttl_s=self.default_ttl_s,
