@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import h11
@@ -27,6 +27,7 @@ import trio
 
 from trio_range.proxy._httpx_hooks import headers_from_triples
 from trio_range.proxy.pool import ConnectionPool, Lease, UpstreamConnection
+from trio_range.proxy.request_head import RequestHead, request_head
 from trio_range.server._h11_hooks import (
     ReceiveBuffer,
     body_framing,
@@ -159,16 +160,41 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self.pool.close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
+        target = request.extensions.get("target") or request.url.raw_path
+        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
+        deadline = trio.current_effective_deadline()
+        return await self._send(request, target.decode("latin-1"), fields, content, deadline)
+
+    async def open_response(
+        self, method: str, target: str, fields: Sequence[tuple[str, str]], head_deadline: float
+    ) -> httpx.Response:
+        """:meth:`handle_async_request` without an ``httpx.Request`` (request_head.py says why).
+
+        ``head_deadline``: when the caller's enclosing cancel scope ends the header phase (the
+        head wait then needs no scope of its own when it comes first).
+        """
+        return await self._send(RequestHead(method, fields), target, fields, b"", head_deadline)
+
+    async def _send(
+        self,
+        request: httpx.Request | RequestHead,
+        target: str,
+        fields: Sequence[tuple[str, str]],
+        content: bytes,
+        head_deadline: float,
+    ) -> httpx.Response:
         lease: Lease | None = None
         phase = "pool wait"
+        method = request.method
         try:
             lease = await self.pool.lease(request, self.pool_timeout_s)
-            head = _request_bytes(request, await request.aread())
+            head = request_head(method, target, fields) + content
             try:
-                return await self._exchange(lease, request, head)
+                return await self._exchange(lease, method, head, head_deadline)
             except _StaleConnection:
                 lease.drop_connection()
-                return await self._exchange(lease, request, head, fresh=True)
+                return await self._exchange(lease, method, head, head_deadline, fresh=True)
         except _MAPPED as error:
             if lease is not None:
                 phase = lease.phase
@@ -180,7 +206,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 lease.release(reusable=False)
 
     async def _exchange(
-        self, lease: Lease, request: httpx.Request, head: bytes, *, fresh: bool = False
+        self, lease: Lease, method: str, head: bytes, head_deadline: float, *, fresh: bool = False
     ) -> httpx.Response:
         connection = await lease.connect(fresh=fresh)
         lease.phase = "sending"
@@ -190,10 +216,10 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         try:
             await connection.send_all(head)
             lease.phase = "head wait"
-            early = True
+            enclosing: float | None = head_deadline
             while True:
-                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, early=early)
-                early = False
+                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, enclosing)
+                enclosing = None
                 if not data:
                     raise h11.RemoteProtocolError("upstream closed the connection before a head")
                 received = True
@@ -207,7 +233,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             if lease.reused and not received:
                 raise _StaleConnection(repr(error)) from error
             raise
-        body = UpstreamBody(lease, event, buffer, request.method, self.read_timeout_s)
+        body = UpstreamBody(lease, event, buffer, method, self.read_timeout_s)
         response = httpx.Response(
             event.status_code,
             # h11's fields as they are (names as received): see _httpx_hooks.py.
@@ -220,17 +246,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         )
         lease.phase = "body"  # from here the response's aclose ends the lease
         return response
-
-
-def _request_bytes(request: httpx.Request, content: bytes) -> bytes:
-    """The request head (and body) as sent: fields as given, the raw target if one was set."""
-    target = request.extensions.get("target") or request.url.raw_path
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
-    for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise h11.LocalProtocolError(f"illegal header value {value!r}")
-        lines.append(name + b": " + value)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + content
 
 
 class UpstreamBody(httpx.AsyncByteStream):
