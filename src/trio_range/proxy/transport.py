@@ -25,6 +25,7 @@ import h11
 import httpx2 as httpx
 import trio
 
+from trio_range.http.response_head import parse_simple_head
 from trio_range.proxy._httpx_hooks import headers_from_triples
 from trio_range.proxy.pool import ConnectionPool, Lease, UpstreamConnection
 from trio_range.proxy.request_head import RequestHead, request_head
@@ -48,6 +49,9 @@ HEAD_READ_BYTES = 64 * 1024
 SPLICE_MIN_BYTES = 64 * 1024
 # As httpcore: a response head larger than this is a protocol error.
 MAX_HEAD_BYTES = 100 * 1024
+
+# A body's (length, h11 reader, keep-alive): see _h11_hooks.body_framing.
+Framing = tuple[int | None, Any, bool]
 
 
 class _Truncated(Exception):
@@ -210,42 +214,54 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         connection = await lease.connect(fresh=fresh)
         lease.phase = "sending"
-        # h11 reads the head (its reader, without a Connection: _h11_hooks.py says why).
-        buffer = ReceiveBuffer()
         received = False
         try:
             await connection.send_all(head)
             lease.phase = "head wait"
-            enclosing: float | None = head_deadline
-            while True:
-                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, enclosing)
-                enclosing = None
-                if not data:
-                    raise h11.RemoteProtocolError("upstream closed the connection before a head")
-                received = True
+            data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, head_deadline)
+            if not data:
+                raise h11.RemoteProtocolError("upstream closed the connection before a head")
+            received = True
+            # The common answer whole in one read: http/response_head.py, without h11's reader.
+            simple = parse_simple_head(data, method)
+            if simple is None:
+                buffer = ReceiveBuffer()
                 buffer += data
-                event = read_response(buffer)
-                if event is not None:
-                    break
-                if len(buffer) > MAX_HEAD_BYTES:
-                    raise h11.RemoteProtocolError("response head too long")
+                event = await self._read_head(connection, buffer)
         except (OSError, h11.RemoteProtocolError, trio.BrokenResourceError) as error:
             if lease.reused and not received:
                 raise _StaleConnection(repr(error)) from error
             raise
-        body = UpstreamBody(lease, event, buffer, method, self.read_timeout_s)
+        if simple is not None:
+            framing: Framing = (simple.body_length, None, simple.keep_alive)
+            status, fields, version, reason = simple.status, simple.fields, b"1.1", simple.reason
+            rest: ReceiveBuffer | bytes = data[simple.end :]
+        else:
+            framing = body_framing(method.encode("ascii"), event)
+            status, fields, version = event.status_code, header_items(event), event.http_version
+            reason, rest = event.reason, buffer
+        body = UpstreamBody(lease, framing, rest, self.read_timeout_s)
         response = httpx.Response(
-            event.status_code,
-            # h11's fields as they are (names as received): see _httpx_hooks.py.
-            headers=headers_from_triples(header_items(event)),
+            status,
+            # The fields as h11 keeps them (names as received): see _httpx_hooks.py.
+            headers=headers_from_triples(fields),
             stream=body,
-            extensions={
-                "http_version": b"HTTP/" + event.http_version,
-                "reason_phrase": event.reason,
-            },
+            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
         )
         lease.phase = "body"  # from here the response's aclose ends the lease
         return response
+
+    async def _read_head(self, connection: UpstreamConnection, buffer: ReceiveBuffer) -> Any:
+        """h11's reading of a head (its reader, without a Connection: _h11_hooks.py says why),
+        with more reads while it is incomplete."""
+        while (event := read_response(buffer)) is None:
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise h11.RemoteProtocolError("response head too long")
+            data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s)
+            if not data:
+                raise h11.RemoteProtocolError("upstream closed the connection before a head")
+            buffer += data
+        return event
 
 
 class UpstreamBody(httpx.AsyncByteStream):
@@ -259,25 +275,20 @@ class UpstreamBody(httpx.AsyncByteStream):
     """
 
     def __init__(
-        self,
-        lease: Lease,
-        response: h11.Response,
-        buffer: ReceiveBuffer,
-        method: str,
-        read_timeout_s: float,
+        self, lease: Lease, framing: Framing, rest: ReceiveBuffer | bytes, read_timeout_s: float
     ) -> None:
+        """``rest``: what was read after the head (a ``ReceiveBuffer`` when ``framing`` has an
+        h11 reader, which reads the body from it)."""
         self._lease = lease
         self._read_timeout_s = read_timeout_s
         self._clean = False
         # None: h11's reader reads the body from ``buffer`` (chunked, close-delimited).
-        self._remaining, self._reader, self._keep_alive = body_framing(
-            method.encode("ascii"), response
-        )
-        self._buffer = buffer
+        self._remaining, self._reader, self._keep_alive = framing
+        self._buffer: Any = rest
         self._closed = False  # the upstream closed the connection (a framed body's reads)
         self._leftover = b""
         if self._remaining is not None:
-            self._leftover = bytes(buffer)
+            self._leftover = bytes(rest)
             if len(self._leftover) > self._remaining:
                 # More than the body: whatever follows it is not ours to read.
                 self._keep_alive = False
