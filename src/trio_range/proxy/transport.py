@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import h11
@@ -323,22 +323,26 @@ class UpstreamBody(httpx.AsyncByteStream):
         self._clean = self._keep_alive
         raise StopAsyncIteration
 
-    async def relay_items(
+    def relay_items(
         self, *, splice: bool, on_failure: Any = None
-    ) -> AsyncGenerator[bytes | SpliceRegion]:
+    ) -> AsyncIterator[bytes | SpliceRegion]:
         """The body for a relay: bytes, or :class:`SpliceRegion` items where ``splice`` allows.
 
         ``splice`` says the client's side can take kernel regions (a plain TCP client on
         trio_range's server); they are used for a Content-Length body over plain TCP on Linux.
         ``on_failure`` gets "timeout" or "truncated" when a spliced region fails (the error
-        itself is raised inside the server's send, not here).
+        itself is raised inside the server's send, not here). Without splicing, the body
+        itself (no async generator around it: trio's hooks register each one started).
         """
         remaining = self._remaining or 0
         spliced = remaining - len(self._leftover) >= SPLICE_MIN_BYTES
         if not (splice and SPLICE_AVAILABLE and spliced and self.connection.plain):
-            async for chunk in self:
-                yield chunk
-            return
+            return self
+        return self._spliced(remaining, on_failure)
+
+    async def _spliced(
+        self, remaining: int, on_failure: Any
+    ) -> AsyncGenerator[bytes | SpliceRegion]:
         if self._leftover:
             chunk, self._leftover = self._leftover, b""
             self._remaining = remaining = remaining - len(chunk)

@@ -166,13 +166,14 @@ async def relay_body(
     (:func:`map_upstream_errors`; a spliced region raises it in the server's send).
     """
     stream = response.stream
-    if isinstance(stream, UpstreamBody):
-        # Each upstream read is relayed as it arrives (no chunk size): a slow upstream streams.
-        items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
-    else:
-        items = response.aiter_raw()
     with map_upstream_errors(stats_error, in_body=True):
         try:
+            if isinstance(stream, UpstreamBody):
+                # Each upstream read is relayed as it arrives (no chunk size): a slow upstream
+                # streams.
+                items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
+            else:
+                items = response.aiter_raw()
             try:  # aclosing(items), without its context manager's three calls a request
                 async for item in items:
                     yield item
