@@ -2,10 +2,11 @@
 
 Why not httpx2's transport (docs/upstream-client.md): httpcore2 cost 0.47 ms of CPU per small
 request (locks per state change, a poll object per expiry check, shield scopes, five nested
-async generators, three copies of each body chunk). This transport keeps httpx's ``Request``,
-``Response`` and exception classes and h11 as the parser, and does per request: a slot (a
-semaphore token), an idle connection or a new one, h11's response-head reader on the bytes
-received (without an ``h11.Connection``: _h11_hooks.py), then a Content-Length body read
+async generators, three copies of each body chunk). This transport keeps httpx's ``Response``
+and exception classes and h11's grammar, and does per request: a slot (a semaphore token), an
+idle connection or a new one, the head built in one string (request_head.py), the common
+response head read by one regular expression (http/response_head.py) or else by h11's
+reader (without an ``h11.Connection``: _h11_hooks.py), then a Content-Length body read
 straight from the socket into fresh bytes that go to the client without copies (or spliced,
 :meth:`UpstreamBody.relay_items`). Chunked and close-delimited bodies go through h11's body
 readers; bodiless answers (HEAD, 204, 304) have a Content-Length of 0 here.
