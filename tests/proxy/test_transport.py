@@ -309,6 +309,40 @@ async def test_a_connection_is_reused_only_after_a_clean_complete_answer(
         assert upstream.open_connections() == 1
 
 
+@pytest.mark.parametrize("cut", [1, 17, 40, 44])
+async def test_a_head_in_pieces_is_read_whole_and_its_connection_reused(
+    nursery: trio.Nursery, cut: int
+) -> None:
+    # The first read holds part of the head (http/response_head.py's simple path declines),
+    # so h11's reader takes it from there, with the next reads; then the same connection
+    # serves the next request on the simple path.
+    answer = b'HTTP/1.1 200 OK\r\nContent-Length: 4\r\nETag: "e"\r\n\r\nbody'
+    accepted = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        heads = RawConnection(stream)
+        while await heads.read_head() is not None:
+            await stream.send_all(answer[:cut])
+            await trio.sleep(0.02)  # not a synchronisation: lets the proxy read the piece alone
+            await stream.send_all(answer[cut:])
+
+    listeners: list[trio.SocketListener] = await nursery.start(
+        functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    async with Upstream(proxy_config(url, pool_size=1)) as upstream:
+        for _ in range(2):
+            response = await upstream.open("GET", "/f", [("Host", "u")])
+            async with aclosing(relay_body(response)) as chunks:
+                assert b"".join([bytes(c) async for c in chunks]) == b"body"
+            assert response.headers.raw[1] == (b"ETag", b'"e"')
+            assert response.reason_phrase == "OK"
+        assert accepted == 1
+        assert upstream.open_connections() == 1
+
+
 @pytest.mark.parametrize(
     "target",
     [

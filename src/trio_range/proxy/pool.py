@@ -49,15 +49,18 @@ class UpstreamConnection:
         self.requests = 0  # answered on this connection so far
         self._pipe: Pipe | None = None
 
-    async def receive(self, max_bytes: int, timeout_s: float, *, early: bool = False) -> bytes:
+    async def receive(
+        self, max_bytes: int, timeout_s: float, enclosing_deadline: float | None = None
+    ) -> bytes:
         """Up to ``max_bytes`` (a fresh bytes object, handed on without copies); b"" at EOF.
 
         Raises ``trio.TooSlowError`` when nothing arrives within ``timeout_s``. One scheduler
         pass per call, where trio's socket methods take two (a checkpoint before the syscall
-        and a shielded one after): a small request makes several of these. ``early``: the
-        bytes can hardly be there yet (a response head just after its request went out), so
-        wait for them before the first ``recv`` instead of after a failed one (a syscall and
-        an exception per request).
+        and a shielded one after): a small request makes several of these.
+        ``enclosing_deadline`` (a response head just after its request went out): the bytes
+        can hardly be there yet, so wait for them before the first ``recv`` instead of after
+        a failed one (a syscall and an exception per request); and when that deadline, which
+        an enclosing cancel scope enforces, comes before ours, no scope of our own.
         """
         if not self.plain:
             with trio.CancelScope(deadline=trio.current_time() + timeout_s):
@@ -65,7 +68,7 @@ class UpstreamConnection:
                 return data if isinstance(data, bytes) else bytes(data)
             raise trio.TooSlowError
         raw = self.raw
-        if not early:
+        if enclosing_deadline is None:
             try:
                 data = raw.recv(max_bytes)
             except BlockingIOError:
@@ -74,10 +77,10 @@ class UpstreamConnection:
                 await trio.lowlevel.checkpoint()
                 return data
         deadline = trio.current_time() + timeout_s
-        if early and trio.current_effective_deadline() <= deadline:
-            # An enclosing deadline comes first (Upstream.open's for the response head, 30 s
-            # against the 60 s read timeout by default): ours could never fire, so no scope
-            # of our own (about 25 Python calls a request); the enclosing one cancels the wait.
+        if enclosing_deadline is not None and enclosing_deadline <= deadline:
+            # Upstream.open's deadline for the response head (30 s against the 60 s read
+            # timeout by default): ours could never fire, so no scope of our own (about 25
+            # Python calls a request); the enclosing one cancels the wait.
             await trio.lowlevel.wait_readable(raw)
             try:
                 return raw.recv(max_bytes)

@@ -2,10 +2,11 @@
 
 Why not httpx2's transport (docs/upstream-client.md): httpcore2 cost 0.47 ms of CPU per small
 request (locks per state change, a poll object per expiry check, shield scopes, five nested
-async generators, three copies of each body chunk). This transport keeps httpx's ``Request``,
-``Response`` and exception classes and h11 as the parser, and does per request: a slot (a
-semaphore token), an idle connection or a new one, h11's response-head reader on the bytes
-received (without an ``h11.Connection``: _h11_hooks.py), then a Content-Length body read
+async generators, three copies of each body chunk). This transport keeps httpx's ``Response``
+and exception classes and h11's grammar, and does per request: a slot (a semaphore token), an
+idle connection or a new one, the head built in one string (request_head.py), the common
+response head read by one regular expression (http/response_head.py) or else by h11's
+reader (without an ``h11.Connection``: _h11_hooks.py), then a Content-Length body read
 straight from the socket into fresh bytes that go to the client without copies (or spliced,
 :meth:`UpstreamBody.relay_items`). Chunked and close-delimited bodies go through h11's body
 readers; bodiless answers (HEAD, 204, 304) have a Content-Length of 0 here.
@@ -18,15 +19,17 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import h11
 import httpx2 as httpx
 import trio
 
+from trio_range.http.response_head import parse_simple_head
 from trio_range.proxy._httpx_hooks import headers_from_triples
 from trio_range.proxy.pool import ConnectionPool, Lease, UpstreamConnection
+from trio_range.proxy.request_head import RequestHead, request_head
 from trio_range.server._h11_hooks import (
     ReceiveBuffer,
     body_framing,
@@ -47,6 +50,9 @@ HEAD_READ_BYTES = 64 * 1024
 SPLICE_MIN_BYTES = 64 * 1024
 # As httpcore: a response head larger than this is a protocol error.
 MAX_HEAD_BYTES = 100 * 1024
+
+# A body's (length, h11 reader, keep-alive): see _h11_hooks.body_framing.
+Framing = tuple[int | None, Any, bool]
 
 
 class _Truncated(Exception):
@@ -159,16 +165,41 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self.pool.close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
+        target = request.extensions.get("target") or request.url.raw_path
+        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
+        deadline = trio.current_effective_deadline()
+        return await self._send(request, target.decode("latin-1"), fields, content, deadline)
+
+    async def open_response(
+        self, method: str, target: str, fields: Sequence[tuple[str, str]], head_deadline: float
+    ) -> httpx.Response:
+        """:meth:`handle_async_request` without an ``httpx.Request`` (request_head.py says why).
+
+        ``head_deadline``: when the caller's enclosing cancel scope ends the header phase (the
+        head wait then needs no scope of its own when it comes first).
+        """
+        return await self._send(RequestHead(method, fields), target, fields, b"", head_deadline)
+
+    async def _send(
+        self,
+        request: httpx.Request | RequestHead,
+        target: str,
+        fields: Sequence[tuple[str, str]],
+        content: bytes,
+        head_deadline: float,
+    ) -> httpx.Response:
         lease: Lease | None = None
         phase = "pool wait"
+        method = request.method
         try:
             lease = await self.pool.lease(request, self.pool_timeout_s)
-            head = _request_bytes(request, await request.aread())
+            head = request_head(method, target, fields) + content
             try:
-                return await self._exchange(lease, request, head)
+                return await self._exchange(lease, method, head, head_deadline)
             except _StaleConnection:
                 lease.drop_connection()
-                return await self._exchange(lease, request, head, fresh=True)
+                return await self._exchange(lease, method, head, head_deadline, fresh=True)
         except _MAPPED as error:
             if lease is not None:
                 phase = lease.phase
@@ -180,57 +211,58 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 lease.release(reusable=False)
 
     async def _exchange(
-        self, lease: Lease, request: httpx.Request, head: bytes, *, fresh: bool = False
+        self, lease: Lease, method: str, head: bytes, head_deadline: float, *, fresh: bool = False
     ) -> httpx.Response:
         connection = await lease.connect(fresh=fresh)
         lease.phase = "sending"
-        # h11 reads the head (its reader, without a Connection: _h11_hooks.py says why).
-        buffer = ReceiveBuffer()
         received = False
         try:
             await connection.send_all(head)
             lease.phase = "head wait"
-            early = True
-            while True:
-                data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, early=early)
-                early = False
-                if not data:
-                    raise h11.RemoteProtocolError("upstream closed the connection before a head")
-                received = True
+            data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s, head_deadline)
+            if not data:
+                raise h11.RemoteProtocolError("upstream closed the connection before a head")
+            received = True
+            # The common answer whole in one read: http/response_head.py, without h11's reader.
+            simple = parse_simple_head(data, method)
+            if simple is None:
+                buffer = ReceiveBuffer()
                 buffer += data
-                event = read_response(buffer)
-                if event is not None:
-                    break
-                if len(buffer) > MAX_HEAD_BYTES:
-                    raise h11.RemoteProtocolError("response head too long")
+                event = await self._read_head(connection, buffer)
         except (OSError, h11.RemoteProtocolError, trio.BrokenResourceError) as error:
             if lease.reused and not received:
                 raise _StaleConnection(repr(error)) from error
             raise
-        body = UpstreamBody(lease, event, buffer, request.method, self.read_timeout_s)
+        if simple is not None:
+            framing: Framing = (simple.body_length, None, simple.keep_alive)
+            status, fields, version, reason = simple.status, simple.fields, b"1.1", simple.reason
+            rest: ReceiveBuffer | bytes = data[simple.end :]
+        else:
+            framing = body_framing(method.encode("ascii"), event)
+            status, fields, version = event.status_code, header_items(event), event.http_version
+            reason, rest = event.reason, buffer
+        body = UpstreamBody(lease, framing, rest, self.read_timeout_s)
         response = httpx.Response(
-            event.status_code,
-            # h11's fields as they are (names as received): see _httpx_hooks.py.
-            headers=headers_from_triples(header_items(event)),
+            status,
+            # The fields as h11 keeps them (names as received): see _httpx_hooks.py.
+            headers=headers_from_triples(fields),
             stream=body,
-            extensions={
-                "http_version": b"HTTP/" + event.http_version,
-                "reason_phrase": event.reason,
-            },
+            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
         )
         lease.phase = "body"  # from here the response's aclose ends the lease
         return response
 
-
-def _request_bytes(request: httpx.Request, content: bytes) -> bytes:
-    """The request head (and body) as sent: fields as given, the raw target if one was set."""
-    target = request.extensions.get("target") or request.url.raw_path
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
-    for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise h11.LocalProtocolError(f"illegal header value {value!r}")
-        lines.append(name + b": " + value)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + content
+    async def _read_head(self, connection: UpstreamConnection, buffer: ReceiveBuffer) -> Any:
+        """h11's reading of a head (its reader, without a Connection: _h11_hooks.py says why),
+        with more reads while it is incomplete."""
+        while (event := read_response(buffer)) is None:
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise h11.RemoteProtocolError("response head too long")
+            data = await connection.receive(HEAD_READ_BYTES, self.read_timeout_s)
+            if not data:
+                raise h11.RemoteProtocolError("upstream closed the connection before a head")
+            buffer += data
+        return event
 
 
 class UpstreamBody(httpx.AsyncByteStream):
@@ -244,25 +276,20 @@ class UpstreamBody(httpx.AsyncByteStream):
     """
 
     def __init__(
-        self,
-        lease: Lease,
-        response: h11.Response,
-        buffer: ReceiveBuffer,
-        method: str,
-        read_timeout_s: float,
+        self, lease: Lease, framing: Framing, rest: ReceiveBuffer | bytes, read_timeout_s: float
     ) -> None:
+        """``rest``: what was read after the head (a ``ReceiveBuffer`` when ``framing`` has an
+        h11 reader, which reads the body from it)."""
         self._lease = lease
         self._read_timeout_s = read_timeout_s
         self._clean = False
         # None: h11's reader reads the body from ``buffer`` (chunked, close-delimited).
-        self._remaining, self._reader, self._keep_alive = body_framing(
-            method.encode("ascii"), response
-        )
-        self._buffer = buffer
+        self._remaining, self._reader, self._keep_alive = framing
+        self._buffer: Any = rest
         self._closed = False  # the upstream closed the connection (a framed body's reads)
         self._leftover = b""
         if self._remaining is not None:
-            self._leftover = bytes(buffer)
+            self._leftover = bytes(rest)
             if len(self._leftover) > self._remaining:
                 # More than the body: whatever follows it is not ours to read.
                 self._keep_alive = False
@@ -297,22 +324,26 @@ class UpstreamBody(httpx.AsyncByteStream):
         self._clean = self._keep_alive
         raise StopAsyncIteration
 
-    async def relay_items(
+    def relay_items(
         self, *, splice: bool, on_failure: Any = None
-    ) -> AsyncGenerator[bytes | SpliceRegion]:
+    ) -> AsyncIterator[bytes | SpliceRegion]:
         """The body for a relay: bytes, or :class:`SpliceRegion` items where ``splice`` allows.
 
         ``splice`` says the client's side can take kernel regions (a plain TCP client on
         trio_range's server); they are used for a Content-Length body over plain TCP on Linux.
         ``on_failure`` gets "timeout" or "truncated" when a spliced region fails (the error
-        itself is raised inside the server's send, not here).
+        itself is raised inside the server's send, not here). Without splicing, the body
+        itself (no async generator around it: trio's hooks register each one started).
         """
         remaining = self._remaining or 0
         spliced = remaining - len(self._leftover) >= SPLICE_MIN_BYTES
         if not (splice and SPLICE_AVAILABLE and spliced and self.connection.plain):
-            async for chunk in self:
-                yield chunk
-            return
+            return self
+        return self._spliced(remaining, on_failure)
+
+    async def _spliced(
+        self, remaining: int, on_failure: Any
+    ) -> AsyncGenerator[bytes | SpliceRegion]:
         if self._leftover:
             chunk, self._leftover = self._leftover, b""
             self._remaining = remaining = remaining - len(chunk)

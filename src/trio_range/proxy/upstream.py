@@ -18,8 +18,6 @@ import trio
 
 from trio_range.config import ProxyConfig
 from trio_range.errors import StreamAborted, UpstreamError, UpstreamTimeout
-from trio_range.http.relay import fields_triples
-from trio_range.proxy._httpx_hooks import headers_from_triples
 from trio_range.proxy.pool import ConnectionPool
 from trio_range.proxy.transport import UpstreamBody, UpstreamTransport
 
@@ -80,15 +78,10 @@ class map_upstream_errors:  # lower case: used like the function it replaced
         return UpstreamError(f"upstream failed: {type(error).__name__}: {error}")
 
 
-# A GET or HEAD has no body. Given as the request's stream, it also spares httpx the steps of
-# building one from content (a Content-Type lookup, encode_request, a second header list).
-_NO_BODY = httpx.ByteStream(b"")
-
-
-def _has_host(fields: list[tuple[bytes, bytes, bytes]]) -> bool:
-    if fields and fields[0][1] == b"host":
+def _has_host(fields: Sequence[tuple[str, str]]) -> bool:
+    if fields and fields[0][0].lower() == "host":
         return True  # the relay's own order (request_headers_for_upstream): no scan
-    return any(lowered == b"host" for _, lowered, _ in fields)
+    return any(name.lower() == "host" for name, _ in fields)
 
 
 class Upstream:
@@ -103,9 +96,8 @@ class Upstream:
 
     def __init__(self, config: ProxyConfig) -> None:
         self.base_url = config.upstream.rstrip("/")
-        # Parsed once: the path goes in the "target" extension, so no request parses a URL
-        # (httpx's URL parser was 15 % of a small request's client CPU).
-        self._url = httpx.URL(self.base_url)
+        # Parsed once (httpx's URL parser was 15 % of a small request's client CPU).
+        self._host = httpx.URL(self.base_url).netloc.decode("ascii")
         self.response_timeout_s = config.response_timeout_s
         self._transport = UpstreamTransport(
             self.base_url,
@@ -145,29 +137,18 @@ class Upstream:
         The caller owns the response and must ``aclose`` it. A request that fails on a reused
         connection before any response byte is retried once on a new one (by the transport).
         """
-        # As the bytes they arrived as: field values may carry obs-text (RFC 9110 §5.5), which
-        # httpx refuses in str headers. Encoded all at once into httpx's own triples, so
-        # httpx.Headers copies them (no per-field normalising, ~5 Python calls a field).
-        fields = fields_triples(headers)
-        if not _has_host(fields):
+        # The head is built from these texts at once (request_head.py): no httpx.Request.
+        if not _has_host(headers):
             # What httpx adds to a request built from content; the relay's come with one first.
-            fields.insert(0, (b"Host", b"host", self._url.netloc))
-        request = httpx.Request(
-            method,
-            self._url,
-            headers=headers_from_triples(fields),
-            stream=_NO_BODY,
-            # The target exactly as the client sent it: httpx would remove dot segments.
-            extensions={"target": target.encode("latin-1")},
-        )
+            headers = [("Host", self._host), *headers]
         # The deadline covers the pool wait, connect, send and the response head. Cancelling
         # anywhere there is safe: the transport's lease ends in a finally (pool.py). A plain
         # scope: trio.fail_after is the same scope inside a generator context manager.
-        with trio.CancelScope(deadline=trio.current_time() + self.response_timeout_s) as head:
+        deadline = trio.current_time() + self.response_timeout_s
+        with trio.CancelScope(deadline=deadline) as head:
             with map_upstream_errors(stats_error):
-                response = await self._transport.handle_async_request(request)
-                response.request = request
-                return response
+                # The target exactly as the client sent it (httpx would remove dot segments).
+                return await self._transport.open_response(method, target, headers, deadline)
         assert head.cancelled_caught  # returned above otherwise
         if stats_error is not None:
             stats_error("timeout")
@@ -185,13 +166,14 @@ async def relay_body(
     (:func:`map_upstream_errors`; a spliced region raises it in the server's send).
     """
     stream = response.stream
-    if isinstance(stream, UpstreamBody):
-        # Each upstream read is relayed as it arrives (no chunk size): a slow upstream streams.
-        items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
-    else:
-        items = response.aiter_raw()
     with map_upstream_errors(stats_error, in_body=True):
         try:
+            if isinstance(stream, UpstreamBody):
+                # Each upstream read is relayed as it arrives (no chunk size): a slow upstream
+                # streams.
+                items: Any = stream.relay_items(splice=splice, on_failure=stats_error)
+            else:
+                items = response.aiter_raw()
             try:  # aclosing(items), without its context manager's three calls a request
                 async for item in items:
                     yield item
