@@ -7,7 +7,8 @@ its upstream client is built from with :class:`ConstantTransport`: every request
 of the bytes its Range asks for (zeros; 4 KiB for benchmarks/random_ranges.lua), made in
 memory. What the proxy process then spends per request is its server side (reading the
 client's request, the relay's logic, writing the answer) plus the httpx ``Response`` object
-and its body iterator, the same for every version.
+and its body iterator, the same for every version; the code before issue 13 also built an
+``httpx.Request`` per request, which today's relay no longer does (:meth:`open_response`).
 
 It works for the code before issue 13 (d49b32f, whose ``Upstream`` builds
 ``httpx2.AsyncHTTPTransport``) and for today's (``proxy.upstream.UpstreamTransport``): run it
@@ -53,27 +54,43 @@ class ConstantTransport(httpx.AsyncBaseTransport):
         self.pool = _NoPool()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        first, last = 0, ANSWER_BYTES - 1
         for name, value in request.headers.raw:
-            if name.lower() == b"range" and value.startswith(b"bytes="):
-                start, _, end = value[6:].partition(b"-")
-                if start.isdigit() and end.isdigit():
-                    first, last = int(start), min(int(end), FILE_BYTES - 1)
-                break
-        length = last - first + 1
-        body = _ZEROS[:length] if length <= len(_ZEROS) else bytes(length)
-        headers = [
-            (b"Content-Type", b"application/octet-stream"),
-            (b"Accept-Ranges", b"bytes"),
-            (b"ETag", b'"constant"'),
-            (b"Last-Modified", b"Thu, 01 Jan 2026 00:00:00 GMT"),
-            (b"Content-Range", b"bytes %d-%d/%d" % (first, last, FILE_BYTES)),
-            (b"Content-Length", b"%d" % length),
-        ]
-        return httpx.Response(206, headers=headers, stream=_Body(body), request=request)
+            if name.lower() == b"range":
+                return _answer(value, request)
+        return _answer(None, request)
+
+    async def open_response(
+        self, method: str, target: str, fields: Sequence[tuple[str, str]], head_deadline: float
+    ) -> httpx.Response:
+        """Today's ``UpstreamTransport.open_response``: no ``httpx.Request`` is built (the
+        relay's own cut, issue 14; the code before issue 13 built one per request)."""
+        for name, value in fields:
+            if name.lower() == "range":
+                return _answer(value.encode("latin-1"), None)
+        return _answer(None, None)
 
     async def aclose(self) -> None:
         pass
+
+
+def _answer(range_value: bytes | None, request: httpx.Request | None) -> httpx.Response:
+    """A 206 of the bytes ``range_value`` asks for (the first ``ANSWER_BYTES`` otherwise)."""
+    first, last = 0, ANSWER_BYTES - 1
+    if range_value is not None and range_value.startswith(b"bytes="):
+        start, _, end = range_value[6:].partition(b"-")
+        if start.isdigit() and end.isdigit():
+            first, last = int(start), min(int(end), FILE_BYTES - 1)
+    length = last - first + 1
+    body = _ZEROS[:length] if length <= len(_ZEROS) else bytes(length)
+    headers = [
+        (b"Content-Type", b"application/octet-stream"),
+        (b"Accept-Ranges", b"bytes"),
+        (b"ETag", b'"constant"'),
+        (b"Last-Modified", b"Thu, 01 Jan 2026 00:00:00 GMT"),
+        (b"Content-Range", b"bytes %d-%d/%d" % (first, last, FILE_BYTES)),
+        (b"Content-Length", b"%d" % length),
+    ]
+    return httpx.Response(206, headers=headers, stream=_Body(body), request=request)
 
 
 def install() -> None:
