@@ -16,11 +16,13 @@ media; without a git checkout or without the commit the rows say why they are mi
 - ``proxy``: the proxy's server side alone. Each version's ``trio-range proxy`` runs with its
   upstream client replaced by an in-memory constant transport (benchmarks/_constant_upstream.py:
   a 206 of the asked bytes, no I/O, no upstream process), so the proxy process's CPU per
-  request is its server side (request, relay logic, response) plus the same few httpx object
-  constructions for both versions; the upstream client (issue 14's own row, ``upstream_cpu``)
-  is out of it. The injection changes nothing in either version's code: the launcher swaps
+  request is its server side (request, relay logic, response) plus the httpx ``Response`` each
+  version makes (the old one also an ``httpx.Request``, which today's relay no longer builds);
+  the upstream client (issue 14's own row, ``upstream_cpu``) is out of it. The injection
+  changes nothing in either version's code: the launcher swaps
   the class each version builds its client from (``httpx2.AsyncHTTPTransport`` at the commit,
-  ``proxy.upstream.UpstreamTransport`` today) before the app is made.
+  ``proxy.upstream.UpstreamTransport`` today, whose ``open_response`` the constant transport
+  also answers) before the app is made.
 
 Rounds are interleaved, their order rotated each round; the figures are medians over rounds.
 benchmarks/targets.py shows them as the rows ``origin_cpu_old`` and ``proxy_server_side``.
