@@ -249,11 +249,12 @@ async def test_a_small_range_request_costs_at_most_its_python_calls(
 ) -> None:
     # Exact counts (cProfile), client included: 4 KiB ranges on one keep-alive connection.
     # Quart's own context push and pop, Werkzeug's get_host, status parsing and body events
-    # made 1118 here; without them 1051-1058 (Quart's context push alone is about 17 more).
+    # made 1118 here; without them 1051-1058 (Quart's context push alone is about 17 more);
+    # with h11's state machine skipped too (server/_h11_hooks.py ServerConnection) 869-873.
     # The margin covers what varies with the clock (the Date formatted once a second, a
     # keep-alive deadline woken once more), not the cuts undone.
     url = await start_origin(nursery, media_dir=media_dir)
     pick = random.Random(5)
     starts = [pick.randrange(len(BIG) - RANGE_BYTES) for _ in range(REQUESTS)]
     calls = await _calls(url, starts) / REQUESTS
-    assert calls <= 1075, calls
+    assert calls <= 895, calls
